@@ -2,6 +2,7 @@
 
 mod demo;
 mod exit;
+mod run;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Demo(demo::DemoArgs),
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

@@ -50,6 +50,10 @@ mod tests {
     #[test]
     fn errors_stay_small_enough_to_return_by_value() {
         // Large variants are boxed; keep `Result<T, Error>` cheap to move.
-        assert!(std::mem::size_of::<super::Error>() <= 128, "{}", std::mem::size_of::<super::Error>());
+        assert!(
+            std::mem::size_of::<super::Error>() <= 128,
+            "{}",
+            std::mem::size_of::<super::Error>()
+        );
     }
 }

@@ -394,7 +394,12 @@ fn split_docs(attrs: &[syn::Attribute]) -> (Option<String>, Vec<(String, String)
                 ..
             }) = &meta.value
         {
-            for line in text.value().lines() {
+            let text = text.value();
+            // An empty `///` line is a paragraph break, not nothing.
+            if text.is_empty() {
+                lines.push(String::new());
+            }
+            for line in text.lines() {
                 lines.push(line.strip_prefix(' ').unwrap_or(line).to_owned());
             }
         }

@@ -1,0 +1,61 @@
+//! What the CLI's end-to-end tests share: the built binary driven through a
+//! pseudo-terminal, as a person at a terminal would drive it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use expectrl::{ControlCode, Eof, Session, WaitStatus};
+
+/// The last line of the seed's approval prompt, as a terminal shows it.
+pub(crate) const PROMPT_END: &str =
+    "Anything except 'Y'/'Yes' (case-insensitive) will be treated as a no.\r\n >>>";
+
+/// One answer typed at a prompt.
+#[allow(dead_code)] // Not every test binary uses every answer.
+pub(crate) enum Answer {
+    /// A line, ended with Enter.
+    Line(&'static str),
+    /// Ctrl-D: the end of input.
+    EndOfInput,
+}
+
+/// Runs `command` in a terminal and answers each prompt that ends with
+/// `prompt_end` in turn; returns everything the terminal showed (with
+/// `\r\n` line ends, echoed answers included) and the exit code.
+pub(crate) fn run_in_terminal(
+    command: Command,
+    prompt_end: &str,
+    answers: &[Answer],
+) -> (String, i32) {
+    let mut session = Session::spawn(command).expect("toolgate starts in a terminal");
+    // The pty starts with echo off; a person's terminal shows what they type.
+    session
+        .get_process_mut()
+        .set_echo(true, None)
+        .expect("the terminal echoes");
+    session.set_expect_timeout(Some(Duration::from_secs(30)));
+    let mut screen = String::new();
+    for answer in answers {
+        let shown = session
+            .expect(prompt_end)
+            .unwrap_or_else(|error| panic!("no prompt ({error}); the screen so far:\n{screen}"));
+        screen.push_str(&String::from_utf8_lossy(shown.before()));
+        screen.push_str(prompt_end);
+        match answer {
+            Answer::Line(text) => session.send_line(text).unwrap(),
+            Answer::EndOfInput => session.send(ControlCode::EndOfTransmission).unwrap(),
+        }
+    }
+    // `Eof` matches all the output that is left: it is the match, not what
+    // comes before it.
+    let rest = session.expect(Eof).unwrap();
+    screen.push_str(&String::from_utf8_lossy(rest.before()));
+    for part in rest.matches() {
+        screen.push_str(&String::from_utf8_lossy(part));
+    }
+    let code = match session.get_process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("toolgate did not exit normally: {other:?}\n{screen}"),
+    };
+    (screen, code)
+}

@@ -1,0 +1,7 @@
+/// Echoes.
+#[toolgate::tool]
+async fn echo<T: serde::Serialize>(value: T) -> T {
+    value
+}
+
+fn main() {}

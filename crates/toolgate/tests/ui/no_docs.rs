@@ -1,0 +1,6 @@
+#[toolgate::tool]
+async fn undocumented(n: i64) -> i64 {
+    n
+}
+
+fn main() {}

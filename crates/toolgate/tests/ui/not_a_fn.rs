@@ -1,0 +1,5 @@
+/// Not a function.
+#[toolgate::tool]
+struct Counter;
+
+fn main() {}

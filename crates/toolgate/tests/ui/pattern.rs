@@ -1,0 +1,7 @@
+/// Adds.
+#[toolgate::tool]
+async fn add((a, b): (i64, i64)) -> i64 {
+    a + b
+}
+
+fn main() {}
