@@ -1,8 +1,14 @@
 //! The `toolgate` command: thin glue over the `toolgate` library.
 
+mod approvals;
+mod audit;
+mod context;
 mod demo;
 mod exit;
+mod grants;
 mod run;
+mod runs;
+mod table;
 
 use std::process::ExitCode;
 
@@ -12,6 +18,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "toolgate", version, about, long_about = None, after_help = exit::HELP)]
 struct Cli {
+    #[command(flatten)]
+    store: context::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,6 +28,18 @@ struct Cli {
 enum Command {
     Demo(demo::DemoArgs),
     Run(run::RunArgs),
+    /// Approvals: list, show, approve, edit, reject.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Runs: list, show, resume, resolve (calls in doubt).
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Grants (standing approvals): list, revoke.
+    #[command(subcommand)]
+    Grants(grants::GrantsCommand),
+    /// The audit log: verify, export, public-key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,7 +58,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(args, &cli.store).await,
+            Command::Approvals(command) => approvals::run(command, &cli.store).await,
+            Command::Runs(command) => runs::run(command, &cli.store).await,
+            Command::Grants(command) => grants::run(command, &cli.store).await,
+            Command::Audit(command) => audit::run(command, &cli.store).await,
         }
     });
     match result {

@@ -1,37 +1,75 @@
-//! `toolgate run`: one request to a model, with the seed's tools, and a
-//! person approving every tool call before it runs.
+//! `toolgate run` and `toolgate runs resume`: the durable engine driving a
+//! model with the seed's tools, and a person deciding each call that asks
+//! at the terminal.
+//!
+//! Every step is committed to the store before it is acted on, so a run
+//! left waiting (with `--detach`, or because the terminal went away) is
+//! picked up later by `toolgate runs resume` exactly where it stopped.
 
-use std::io::{IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use serde_json::{Map, Value};
+use toolgate::engine::{DecideError, DecisionRequest, decide};
+use toolgate::grant::{GrantRequest, GrantScope};
+use toolgate::policy::DecidedBy;
+use toolgate::run::{ApprovalState, ApprovalStatus, Gate, RunState};
+use toolgate::store::Store;
 use toolgate::{
-    ChatRequest, Error, Message, ModelError, Runnable, TextSink, ToolMessage, human_approval, seed,
+    Agent, Message, ModelError, Policy, Principal, RunOptions, RunOutcome, TextSink, ToolCall,
+    pyjson, seed,
 };
 
+use crate::context::{StoreArgs, local_principal, now};
 use crate::exit;
 
-/// What the model is told when a person did not approve its tool call.
-const NOT_APPROVED: &str = "The user did not approve this tool call.";
-
 /// Ask a model to do something with the seed's tools (`count_emails`,
-/// `send_email`); each tool call runs only once a person approves it.
+/// `send_email`), under toolgate's policy: calls that policy asks about wait
+/// for your decision here, and everything is recorded in the store.
 ///
-/// The model is asked again with the tools' results (or the refusals) until
-/// it answers without calling a tool; that answer is printed. Exits 0 when
-/// every call was approved, 3 when one was not (the model still answers),
-/// 1 on an error.
+/// For each call that asks, answer `y` (approve), `n` (reject, with a reason
+/// for the model), `e` (edit the arguments in $EDITOR) or `r` (approve, and
+/// allow this tool for the rest of the run). With `--detach`, toolgate
+/// exits instead of asking (code 4); decide with `toolgate approvals …` and
+/// continue with `toolgate runs resume RUN`.
 ///
-/// Keys come from OPENAI_API_KEY and ANTHROPIC_API_KEY; OPENAI_BASE_URL,
-/// ANTHROPIC_BASE_URL and OLLAMA_BASE_URL point at other servers.
+/// Exits 0 when the model answered and every call ran, 3 when a call was
+/// rejected, denied or expired (the model still answers), 4 when the run
+/// waits for people, 1 on an error.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// The model, as PROVIDER:MODEL: openai:gpt-4o-mini,
     /// anthropic:claude-sonnet-4-5, ollama:llama3.2 or scripted:PATH.
     #[arg(long, value_name = "SPEC", env = "TOOLGATE_MODEL")]
     model: Option<String>,
+    #[command(flatten)]
+    drive: DriveArgs,
+    /// The conversation thread the run belongs to (grants may be scoped to
+    /// a thread).
+    #[arg(long, value_name = "ID")]
+    thread: Option<String>,
+    /// What to ask the model.
+    prompt: String,
+}
+
+/// `toolgate runs resume`: continue a run from the store.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ResumeArgs {
+    /// The run.
+    run_id: String,
+    /// The model, as PROVIDER:MODEL; needed when the run asks it again.
+    #[arg(long, value_name = "SPEC", env = "TOOLGATE_MODEL")]
+    model: Option<String>,
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+/// How a run is driven from the terminal.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DriveArgs {
     /// Print the answer as the model writes it (the default when standard
     /// output is a terminal).
     #[arg(long, conflicts_with = "no_stream")]
@@ -39,6 +77,9 @@ pub(crate) struct RunArgs {
     /// Print each answer only once it is complete.
     #[arg(long)]
     no_stream: bool,
+    /// Exit as soon as the run waits for people, instead of asking here.
+    #[arg(long)]
+    detach: bool,
     /// How many answers to ask the model for, at most, before giving up.
     #[arg(
         long,
@@ -47,105 +88,454 @@ pub(crate) struct RunArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_turns: u32,
-    /// What to ask the model.
-    prompt: String,
 }
 
-pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: RunArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let spec = model_spec(args.model)?;
+    let policy = store_args.policy()?;
+    let agent = agent(
+        &spec,
+        policy,
+        store_args.open_or_create_store()?,
+        &args.drive,
+    )?;
+    let mut options = RunOptions::default().principal(local_principal().name);
+    if let Some(thread) = args.thread {
+        options = options.thread(thread);
+    }
+    let run_id = agent.create(args.prompt, options).await?;
+    drive(&agent, &spec, &run_id, &args.drive, 0).await
+}
+
+pub(crate) async fn resume(args: ResumeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    // A run that no longer needs the model resumes without one.
     let spec = args
         .model
         .filter(|spec| !spec.trim().is_empty())
-        .context(
-            "no model given: pass --model PROVIDER:MODEL or set TOOLGATE_MODEL (e.g. openai:gpt-4o-mini, anthropic:claude-sonnet-4-5, ollama:llama3.2, scripted:PATH)",
-        )?;
-    let model = toolgate::models::from_spec(&spec)
-        .with_context(|| format!("cannot use the model `{spec}`"))?;
-    let tools = seed::tools();
-    // Piped answers are not echoed by a terminal; write them out so the
-    // output reads like a conversation.
-    let approval = human_approval().echo_answers(!std::io::stdin().is_terminal());
-    let stream = args.stream || (!args.no_stream && std::io::stdout().is_terminal());
-    let streamed = Arc::new(AtomicBool::new(false));
-    let sink: TextSink = {
-        let streamed = Arc::clone(&streamed);
-        Arc::new(move |text: &str| {
-            streamed.store(true, Ordering::Relaxed);
-            let mut stdout = std::io::stdout().lock();
-            // A closed stdout shows up when the final answer is printed.
-            let _ = stdout.write_all(text.as_bytes());
-            let _ = stdout.flush();
-        })
+        .unwrap_or_else(|| "scripted:".to_owned());
+    let policy = store_args.policy()?;
+    let store = store_args.open_store()?;
+    let agent = if spec == "scripted:" {
+        agent_with(Arc::new(NoModel), policy, Arc::clone(&store), &args.drive)
+    } else {
+        agent(&spec, policy, Arc::clone(&store), &args.drive)?
     };
+    let events = store
+        .load(&args.run_id)
+        .await
+        .with_context(|| format!("cannot resume run {}", args.run_id))?;
+    let state = RunState::fold(events.iter().map(|e| &e.event));
+    drive(
+        &agent,
+        &spec,
+        &args.run_id,
+        &args.drive,
+        state.messages.len(),
+    )
+    .await
+}
 
-    let mut messages = vec![Message::human(args.prompt)];
-    let mut all_approved = true;
-    for _ in 0..args.max_turns {
-        let mut request = ChatRequest::new(messages.clone(), tools.specs());
-        if stream {
-            request = request.on_text(Arc::clone(&sink));
-        }
-        streamed.store(false, Ordering::Relaxed);
-        let answer = model.generate(request).await;
-        if streamed.load(Ordering::Relaxed) {
-            // End the streamed line, so that what follows (a prompt, an
-            // error) starts on its own.
-            println!();
-        }
-        let answer = answer.map_err(|error| model_failed(&spec, error))?;
-        if !streamed.load(Ordering::Relaxed) && !answer.content.is_empty() {
-            println!("{}", answer.content);
-        }
-        std::io::stdout()
-            .flush()
-            .context("cannot write to standard output")?;
-        messages.push(answer.clone().into());
-        if answer.tool_calls.is_empty() {
-            return Ok(exit::code(if all_approved {
-                exit::SUCCESS
-            } else {
-                exit::NOT_APPROVED
-            }));
-        }
-        match approval.invoke(answer.clone()).await {
-            Ok(_) => {
-                for call in &answer.tool_calls {
-                    let result = match tools.invoke(call).await {
-                        Ok(output) => ToolMessage::new(&call.id, output_text(&output)),
-                        Err(error) => {
-                            eprintln!("toolgate: {error}; the model is told so");
-                            ToolMessage::error(&call.id, error.to_string())
-                        }
-                    };
-                    messages.push(result.into());
-                }
-            }
-            Err(Error::NotApproved(_)) => {
-                all_approved = false;
-                for call in &answer.tool_calls {
-                    messages.push(ToolMessage::error(&call.id, NOT_APPROVED).into());
-                }
-            }
-            Err(error) => return Err(error).context("cannot ask for approval"),
-        }
-    }
-    anyhow::bail!(
-        "the model `{spec}` was still calling tools after {} answers; pass a larger --max-turns to let it go on",
-        args.max_turns
+fn model_spec(model: Option<String>) -> anyhow::Result<String> {
+    model.filter(|spec| !spec.trim().is_empty()).context(
+        "no model given: pass --model PROVIDER:MODEL or set TOOLGATE_MODEL (e.g. openai:gpt-4o-mini, anthropic:claude-sonnet-4-5, ollama:llama3.2, scripted:PATH)",
     )
 }
 
-/// A tool's output as the model reads it: strings as they are, anything
-/// else as JSON.
-fn output_text(output: &serde_json::Value) -> String {
-    match output {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
+fn agent(
+    spec: &str,
+    policy: Policy,
+    store: Arc<dyn Store>,
+    drive: &DriveArgs,
+) -> anyhow::Result<Agent> {
+    let model = toolgate::models::from_spec(spec)
+        .with_context(|| format!("cannot use the model `{spec}`"))?;
+    Ok(agent_with(model, policy, store, drive))
+}
+
+fn agent_with(
+    model: Arc<dyn toolgate::ChatModel>,
+    policy: Policy,
+    store: Arc<dyn Store>,
+    drive: &DriveArgs,
+) -> Agent {
+    let mut agent = Agent::new(model, seed::tools())
+        .policy(policy)
+        .store(store)
+        .max_turns(drive.max_turns);
+    if drive.stream || (!drive.no_stream && io::stdout().is_terminal()) {
+        agent = agent.on_text(stdout_sink());
+    }
+    agent
+}
+
+/// Prints streamed text as it arrives, and remembers that it did.
+static STREAMED: AtomicBool = AtomicBool::new(false);
+
+fn stdout_sink() -> TextSink {
+    Arc::new(|text: &str| {
+        STREAMED.store(true, Ordering::Relaxed);
+        let mut stdout = io::stdout().lock();
+        // A closed stdout shows up when the final answer is printed.
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    })
+}
+
+/// Drives a run until it completes, fails, or waits with nobody here to
+/// decide; asks at the terminal for each approval on the way.
+async fn drive(
+    agent: &Agent,
+    spec: &str,
+    run_id: &str,
+    args: &DriveArgs,
+    mut shown: usize,
+) -> anyhow::Result<ExitCode> {
+    let store = agent_store(agent)?;
+    let principal = local_principal();
+    let mut asker = Asker::stdin();
+    loop {
+        STREAMED.store(false, Ordering::Relaxed);
+        let outcome = agent.resume(run_id).await;
+        if STREAMED.load(Ordering::Relaxed) {
+            println!();
+        }
+        let outcome = outcome.map_err(|error| match error {
+            toolgate::engine::EngineError::Model(error) => model_failed(spec, run_id, error),
+            toolgate::engine::EngineError::TurnLimit { turns, .. } => anyhow::anyhow!(
+                "the model `{spec}` was still calling tools after {turns} answers; pass a larger --max-turns to let it go on (run {run_id} is kept: `toolgate runs resume {run_id} --max-turns N`)"
+            ),
+            other => anyhow::Error::new(other).context(format!("run {run_id} stopped")),
+        })?;
+        let state = load_state(store.as_ref(), run_id).await?;
+        shown = show_new_text(&state, shown, STREAMED.load(Ordering::Relaxed));
+        match outcome {
+            RunOutcome::Completed { .. } => {
+                io::stdout()
+                    .flush()
+                    .context("cannot write to standard output")?;
+                return Ok(exit::code(if refused_any(&state) {
+                    exit::NOT_APPROVED
+                } else {
+                    exit::SUCCESS
+                }));
+            }
+            RunOutcome::Failed { error, .. } => anyhow::bail!("run {run_id} failed: {error}"),
+            RunOutcome::Waiting {
+                approvals,
+                in_doubt,
+                ..
+            } => {
+                if !in_doubt.is_empty() {
+                    eprintln!(
+                        "toolgate: run {run_id} has calls in doubt (they started and never finished): {}; say what happened with `toolgate runs resolve {run_id} CALL --retry|--done OUTPUT|--fail MESSAGE`, then `toolgate runs resume {run_id}`",
+                        in_doubt.join(", ")
+                    );
+                    return Ok(exit::code(exit::WAITING));
+                }
+                if args.detach {
+                    for approval in &approvals {
+                        eprintln!(
+                            "toolgate: {} waits for approval {} (rule {})",
+                            approval.tool, approval.id, approval.rule
+                        );
+                    }
+                    eprintln!(
+                        "toolgate: run {run_id} waits; decide with `toolgate approvals approve|edit|reject ID`, then `toolgate runs resume {run_id}`"
+                    );
+                    return Ok(exit::code(exit::WAITING));
+                }
+                for approval in &approvals {
+                    let state = load_state(store.as_ref(), run_id).await?;
+                    let Some(pending) = state.approval(&approval.id).cloned() else {
+                        continue;
+                    };
+                    if pending.status == ApprovalStatus::Pending {
+                        asker.ask(store.as_ref(), &principal, &pending).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn agent_store(agent: &Agent) -> anyhow::Result<Arc<dyn Store>> {
+    agent
+        .store_handle()
+        .cloned()
+        .context("the agent has no store")
+}
+
+async fn load_state(store: &dyn Store, run_id: &str) -> anyhow::Result<RunState> {
+    let events = store
+        .load(run_id)
+        .await
+        .with_context(|| format!("cannot read run {run_id}"))?;
+    Ok(RunState::fold(events.iter().map(|e| &e.event)))
+}
+
+/// Prints the text of the model's answers that are not on the screen yet
+/// (unless it was streamed), and says on standard error which calls did not
+/// run and why; returns how many messages have been shown.
+fn show_new_text(state: &RunState, shown: usize, streamed: bool) -> usize {
+    for message in state.messages.iter().skip(shown) {
+        match message {
+            Message::Ai(ai) if !streamed && !ai.content.is_empty() => println!("{}", ai.content),
+            Message::Tool(result) if result.is_error => {
+                eprintln!("toolgate: call {}: {}", result.tool_call_id, result.content);
+            }
+            _ => {}
+        }
+    }
+    state.messages.len()
+}
+
+/// True when a call of the run did not run because people or policy said
+/// no, or nobody decided in time.
+fn refused_any(state: &RunState) -> bool {
+    let refused_approval = state
+        .approvals()
+        .any(|a| matches!(a.status, ApprovalStatus::Rejected | ApprovalStatus::Expired));
+    let denied = state.messages.iter().any(|m| match m {
+        Message::Tool(result) => result.is_error && result.content.starts_with("toolgate's policy"),
+        _ => false,
+    }) || state
+        .calls
+        .iter()
+        .any(|c| matches!(c.gate, Some(Gate::Deny { .. })));
+    refused_approval || denied
+}
+
+/// Asks the person at the terminal about one approval at a time.
+struct Asker {
+    input: Box<dyn BufRead + Send>,
+    echo: bool,
+}
+
+/// What the person answered.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Approve,
+    ApproveForRun,
+    Edit,
+    Reject,
+}
+
+fn parse_answer(answer: &str) -> Answer {
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Answer::Approve,
+        "r" | "run" => Answer::ApproveForRun,
+        "e" | "edit" => Answer::Edit,
+        _ => Answer::Reject,
+    }
+}
+
+/// The question for one approval.
+fn prompt(approval: &ApprovalState) -> String {
+    let call = ToolCall {
+        args: approval.args.clone(),
+        ..approval.call.clone()
+    };
+    let why = match &approval.rule {
+        DecidedBy::Default => "it is not marked read-only, and no rule allows it".to_owned(),
+        rule => format!("policy rule \"{rule}\" asks"),
+    };
+    format!(
+        "Do you approve of the following tool invocation ({}: {why})\n\n{}\n\n\
+         y: approve   n: reject   e: edit the arguments   r: approve `{}` for the rest of this run\n\
+         Anything except 'Y'/'Yes', 'E' or 'R' (case-insensitive) will be treated as a no.\n >>>",
+        approval.call.name,
+        pyjson::to_string_indented(&call),
+        approval.call.name,
+    )
+}
+
+impl Asker {
+    fn stdin() -> Asker {
+        Asker {
+            input: Box::new(io::BufReader::new(io::stdin())),
+            echo: !io::stdin().is_terminal(),
+        }
+    }
+
+    /// Reads one line; `None` at the end of input.
+    fn line(&mut self, question: &str) -> anyhow::Result<Option<String>> {
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(question.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot show the question")?;
+        let mut line = String::new();
+        let read = self
+            .input
+            .read_line(&mut line)
+            .context("cannot read the answer")?;
+        let answer = (read > 0).then(|| line.trim_end_matches(['\n', '\r']).to_owned());
+        if self.echo {
+            // A pipe is not echoed by a terminal: show the answer so the
+            // output reads as a conversation.
+            let _ = writeln!(stdout, " {}", answer.as_deref().unwrap_or(""));
+        }
+        Ok(answer)
+    }
+
+    async fn ask(
+        &mut self,
+        store: &dyn Store,
+        principal: &Principal,
+        approval: &ApprovalState,
+    ) -> anyhow::Result<()> {
+        let mut question = prompt(approval);
+        loop {
+            let answer = self.line(&question)?;
+            let (request, grant) = match answer.as_deref().map(parse_answer) {
+                Some(Answer::Approve) => (DecisionRequest::Approve, None),
+                Some(Answer::ApproveForRun) => (
+                    DecisionRequest::Approve,
+                    Some(GrantRequest {
+                        tool: None,
+                        when: None,
+                        scope: GrantScope::Run {
+                            run_id: String::new(),
+                        },
+                    }),
+                ),
+                Some(Answer::Edit) => match edit_in_editor(&approval.args) {
+                    Ok(Some(args)) => (DecisionRequest::Edit(args), None),
+                    Ok(None) => {
+                        question = format!("The arguments were not changed.\n{}", prompt(approval));
+                        continue;
+                    }
+                    Err(error) => {
+                        question = format!("{error:#}\n{}", prompt(approval));
+                        continue;
+                    }
+                },
+                Some(Answer::Reject) => {
+                    let reason = self
+                        .line("Why? (the model is told; press Enter to give no reason)\n >>>")?
+                        .filter(|reason| !reason.trim().is_empty());
+                    (DecisionRequest::Reject(reason), None)
+                }
+                // The end of input is a no: nothing runs without a yes.
+                None => (DecisionRequest::Reject(None), None),
+            };
+            let for_run = grant.is_some();
+            match decide(
+                store,
+                principal,
+                &approval.id,
+                &approval.fingerprint,
+                request,
+                grant,
+                now(),
+            )
+            .await
+            {
+                Ok(row) => {
+                    let tool = &row.tool;
+                    match row.status {
+                        ApprovalStatus::Edited => eprintln!(
+                            "toolgate: {tool} runs with your arguments: {}",
+                            Value::Object(row.args.clone())
+                        ),
+                        ApprovalStatus::Rejected => {
+                            eprintln!("toolgate: {tool} will not run; the model is told")
+                        }
+                        ApprovalStatus::Pending => eprintln!(
+                            "toolgate: your approval is recorded; {tool} needs {} approvals in all",
+                            row.quorum
+                        ),
+                        _ if for_run => eprintln!(
+                            "toolgate: approved; {tool} runs without asking for the rest of run {}",
+                            row.run_id
+                        ),
+                        _ => {}
+                    }
+                    return Ok(());
+                }
+                Err(DecideError::InvalidArguments(error)) => {
+                    question = format!("{error}; edit again or answer n\n{}", prompt(approval));
+                }
+                Err(error) => {
+                    // Someone else decided first, or the approval expired:
+                    // the run goes on with their decision.
+                    eprintln!("toolgate: {error}");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Opens `$VISUAL` or `$EDITOR` (default `vi`) on the arguments; `None` when
+/// they were left as they were.
+fn edit_in_editor(args: &Map<String, Value>) -> anyhow::Result<Option<Map<String, Value>>> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned());
+    let original = serde_json::to_string_pretty(args).expect("JSON always serialises");
+    let file = tempfile::Builder::new()
+        .prefix("toolgate-args-")
+        .suffix(".json")
+        .tempfile()
+        .context("cannot make a file to edit the arguments in")?;
+    std::fs::write(file.path(), format!("{original}\n"))
+        .context("cannot write the arguments to edit")?;
+    // Through the shell, so that EDITOR="code --wait" works.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status()
+        .with_context(|| format!("cannot start the editor `{editor}`"))?;
+    anyhow::ensure!(
+        status.success(),
+        "the editor `{editor}` failed ({status}); the arguments were not changed"
+    );
+    let text = std::fs::read_to_string(file.path()).context("cannot read the edited arguments")?;
+    if text.trim().is_empty() || text.trim() == original.trim() {
+        return Ok(None);
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(other) => anyhow::bail!(
+            "the edited arguments must be a JSON object, not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ),
+        Err(error) => anyhow::bail!("the edited arguments are not valid JSON: {error}"),
+    }
+}
+
+/// A model for resuming runs that need no more answers; asking it is an
+/// error that says how to name a model.
+struct NoModel;
+
+#[async_trait::async_trait]
+impl toolgate::ChatModel for NoModel {
+    async fn generate(
+        &self,
+        _request: toolgate::ChatRequest,
+    ) -> Result<toolgate::AiMessage, ModelError> {
+        Err(ModelError::Config {
+            message:
+                "the run needs the model again: pass --model PROVIDER:MODEL or set TOOLGATE_MODEL"
+                    .to_owned(),
+        })
     }
 }
 
 /// The model's error, with what to check when the fix is likely on this
 /// side.
-fn model_failed(spec: &str, error: ModelError) -> anyhow::Error {
+fn model_failed(spec: &str, run_id: &str, error: ModelError) -> anyhow::Error {
     let provider = spec.split(':').next().unwrap_or_default();
     let (key, url) = match provider {
         "openai" => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
@@ -166,7 +556,7 @@ fn model_failed(spec: &str, error: ModelError) -> anyhow::Error {
         _ => String::new(),
     };
     anyhow::anyhow!(
-        "the model `{spec}` gave no answer{hint}: {}",
+        "the model `{spec}` gave no answer{hint}: {}; run {run_id} is kept, continue it with `toolgate runs resume {run_id}`",
         with_causes(&error)
     )
 }
@@ -192,7 +582,7 @@ mod tests {
     use super::*;
 
     fn message(spec: &str, error: ModelError) -> String {
-        format!("{:#}", model_failed(spec, error))
+        format!("{:#}", model_failed(spec, "R", error))
     }
 
     fn api(provider: &str, status: u16) -> ModelError {
@@ -207,11 +597,11 @@ mod tests {
     fn model_errors_say_what_to_check() {
         assert_eq!(
             message("anthropic:claude-sonnet-4-5", api("anthropic", 403)),
-            "the model `anthropic:claude-sonnet-4-5` gave no answer (check the key in ANTHROPIC_API_KEY): anthropic answered 403: refused"
+            "the model `anthropic:claude-sonnet-4-5` gave no answer (check the key in ANTHROPIC_API_KEY): anthropic answered 403: refused; run R is kept, continue it with `toolgate runs resume R`"
         );
         assert_eq!(
             message("openai:gpt-9", api("openai", 404)),
-            "the model `openai:gpt-9` gave no answer (check the model name, and OPENAI_BASE_URL if it is set): openai answered 404: refused"
+            "the model `openai:gpt-9` gave no answer (check the model name, and OPENAI_BASE_URL if it is set): openai answered 404: refused; run R is kept, continue it with `toolgate runs resume R`"
         );
         let unreachable = ModelError::Transport {
             provider: "ollama".to_owned(),
@@ -219,31 +609,27 @@ mod tests {
         };
         assert_eq!(
             message("ollama:llama3.2", unreachable),
-            "the model `ollama:llama3.2` gave no answer (check that the server is running, and OLLAMA_BASE_URL if it is set): could not reach ollama: connection refused"
+            "the model `ollama:llama3.2` gave no answer (check that the server is running, and OLLAMA_BASE_URL if it is set): could not reach ollama: connection refused; run R is kept, continue it with `toolgate runs resume R`"
         );
-        // Nothing to check on this side: no hint.
         assert_eq!(
             message("openai:gpt-4o-mini", api("openai", 500)),
-            "the model `openai:gpt-4o-mini` gave no answer: openai answered 500: refused"
-        );
-        assert_eq!(
-            message("ollama:llama3.2", api("ollama", 401)),
-            "the model `ollama:llama3.2` gave no answer: ollama answered 401: refused"
+            "the model `openai:gpt-4o-mini` gave no answer: openai answered 500: refused; run R is kept, continue it with `toolgate runs resume R`"
         );
     }
 
     #[test]
-    fn tool_output_is_text_for_strings_and_json_otherwise() {
-        assert_eq!(output_text(&serde_json::json!(10)), "10");
-        assert_eq!(
-            output_text(&serde_json::json!(
-                "Successfully sent email to sally@gmail.com."
-            )),
-            "Successfully sent email to sally@gmail.com."
-        );
-        assert_eq!(
-            output_text(&serde_json::json!({"sent": true})),
-            r#"{"sent":true}"#
-        );
+    fn answers_are_read_case_insensitively_and_anything_else_is_a_no() {
+        for (text, answer) in [
+            ("y", Answer::Approve),
+            (" YES ", Answer::Approve),
+            ("r", Answer::ApproveForRun),
+            ("E", Answer::Edit),
+            ("edit", Answer::Edit),
+            ("n", Answer::Reject),
+            ("", Answer::Reject),
+            ("sure", Answer::Reject),
+        ] {
+            assert_eq!(parse_answer(text), answer, "{text:?}");
+        }
     }
 }

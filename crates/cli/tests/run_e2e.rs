@@ -1,6 +1,7 @@
 //! `toolgate run` end to end: the built binary against local servers that
-//! play an OpenAI and an Anthropic model, approved through a terminal or
-//! refused through a pipe.
+//! play an OpenAI and an Anthropic model, with a fresh store and a policy
+//! that asks about every call, approved through a terminal or refused
+//! through a pipe.
 //!
 //! The mock models call `count_emails` for 5 days, then answer with what
 //! the tool result said, so the printed answer shows that the tool ran (or
@@ -22,7 +23,13 @@ mod common;
 use common::Answer;
 
 const PROMPT: &str = "how many emails did i get in the last 5 days?";
-const REFUSAL: &str = "The user did not approve this tool call.";
+/// What the model is told when the person (`alice`) says no.
+const REFUSAL: &str = "alice rejected this call.";
+/// The end of the engine's approval question.
+const PROMPT_END: &str =
+    "Anything except 'Y'/'Yes', 'E' or 'R' (case-insensitive) will be treated as a no.\r\n >>>";
+/// A policy that asks about every call, even read-only ones.
+const ASK_ALL: &str = "[[policy.rules]]\ntool = \"*\"\naction = \"ask\"\n";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Provider {
@@ -46,6 +53,8 @@ enum Behaviour {
 struct Mock {
     url: String,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// Holds the store and the configuration.
+    dir: tempfile::TempDir,
     // Keeps the server running for the length of the test.
     _runtime: tokio::runtime::Runtime,
 }
@@ -65,9 +74,12 @@ impl Mock {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new().fallback(answer).with_state(state);
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("toolgate.toml"), ASK_ALL).unwrap();
         Mock {
             url,
             requests,
+            dir,
             _runtime: runtime,
         }
     }
@@ -77,11 +89,16 @@ impl Mock {
     }
 
     /// The environment that points `toolgate run` at this server, and only
-    /// at it.
+    /// at it, with a fresh store and the ask-everything policy.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
         command
             .env_clear()
+            .env("TOOLGATE_USER", "alice")
+            .arg("--db")
+            .arg(self.dir.path().join("toolgate.db"))
+            .arg("--config")
+            .arg(self.dir.path().join("toolgate.toml"))
             .env("OPENAI_API_KEY", "sk-dummy")
             .env("OPENAI_BASE_URL", format!("{}/v1", self.url))
             .env("ANTHROPIC_API_KEY", "sk-ant-dummy")
@@ -291,7 +308,7 @@ fn anthropic_events(turn: &Turn) -> Vec<String> {
 /// Runs `command` in a terminal, answers the approval prompt with
 /// `answer`, and returns the screen and the exit code.
 fn run_in_terminal(command: Command, answer: &'static str) -> (String, i32) {
-    common::run_in_terminal(command, common::PROMPT_END, &[Answer::Line(answer)])
+    common::run_in_terminal(command, PROMPT_END, &[Answer::Line(answer)])
 }
 
 /// Runs `command` with `input` piped to it.
@@ -400,6 +417,11 @@ fn a_piped_no_is_sent_to_the_model_and_exits_3() {
     );
     let stdout = text(&output.stdout);
     assert!(stdout.contains(" >>> no\n"), "{stdout}");
+    // Asked why; the end of input gives no reason.
+    assert!(
+        stdout.contains("Why? (the model is told; press Enter to give no reason)\n >>> \n"),
+        "{stdout}"
+    );
     assert!(
         stdout.ends_with(&format!("I could not count your emails: {REFUSAL}\n")),
         "{stdout}"
@@ -457,6 +479,12 @@ fn a_failing_tool_call_is_reported_to_the_model() {
         content.starts_with("invalid arguments for tool `count_emails`: `last_n_days`:"),
         "{content}"
     );
+    // Invalid arguments never reach a person: nothing was asked.
+    assert!(
+        !text(&output.stdout).contains(">>>"),
+        "{}",
+        text(&output.stdout)
+    );
     assert!(
         text(&output.stderr).contains("invalid arguments for tool `count_emails`"),
         "{}",
@@ -467,23 +495,22 @@ fn a_failing_tool_call_is_reported_to_the_model() {
 #[test]
 fn the_seed_script_counts_ten_emails() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../toolgate/seed/script.json");
-    let output = run_piped(
-        {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
-            // The model comes from the environment when --model is not given.
-            command
-                .env_clear()
-                .env("TOOLGATE_MODEL", format!("scripted:{script}"))
-                .args(["run", PROMPT]);
-            command
-        },
-        "y\n",
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+    // The model comes from the environment when --model is not given.
+    command
+        .env_clear()
+        .env("TOOLGATE_MODEL", format!("scripted:{script}"))
+        .arg("--db")
+        .arg(dir.path().join("toolgate.db"))
+        .args(["run", PROMPT]);
+    let output = run_piped(command, "");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
-    assert!(
-        stdout.ends_with(" >>> y\nYou got 10 emails in the last 5 days.\n"),
-        "{stdout}"
+    // `count_emails` says it is read-only, so with no policy it runs
+    // without asking.
+    assert_eq!(
+        text(&output.stdout),
+        "You got 10 emails in the last 5 days.\n"
     );
 }
 
@@ -495,9 +522,12 @@ fn max_turns_bounds_the_loop() {
         "y\ny\ny\n",
     );
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(
-        text(&output.stderr),
-        "error: the model `openai:gpt-4o-mini` was still calling tools after 2 answers; pass a larger --max-turns to let it go on\n"
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: the model `openai:gpt-4o-mini` was still calling tools after 2 answers; pass a larger --max-turns to let it go on (run "
+        ),
+        "{stderr}"
     );
     assert_eq!(mock.requests().len(), 2);
 }
@@ -539,18 +569,23 @@ fn a_refused_key_shows_the_providers_message_and_what_to_check() {
         (
             Provider::OpenAi,
             "openai:gpt-4o-mini",
-            "error: the model `openai:gpt-4o-mini` gave no answer (check the key in OPENAI_API_KEY): openai answered 401: Incorrect API key provided: sk-dummy.\n",
+            "error: the model `openai:gpt-4o-mini` gave no answer (check the key in OPENAI_API_KEY): openai answered 401: Incorrect API key provided: sk-dummy.; run ",
         ),
         (
             Provider::Anthropic,
             "anthropic:claude-sonnet-4-5",
-            "error: the model `anthropic:claude-sonnet-4-5` gave no answer (check the key in ANTHROPIC_API_KEY): anthropic answered 401: invalid x-api-key\n",
+            "error: the model `anthropic:claude-sonnet-4-5` gave no answer (check the key in ANTHROPIC_API_KEY): anthropic answered 401: invalid x-api-key; run ",
         ),
     ] {
         let mock = Mock::start(provider, Behaviour::BadKey);
         let output = run_piped(mock.command(&["--model", spec, PROMPT]), "");
         assert_eq!(output.status.code(), Some(1));
-        assert_eq!(text(&output.stderr), message);
+        let stderr = text(&output.stderr);
+        assert!(stderr.starts_with(message), "{stderr}");
+        assert!(
+            stderr.contains(" is kept, continue it with `toolgate runs resume "),
+            "{stderr}"
+        );
         assert_eq!(mock.requests().len(), 1, "a refused key is not retried");
     }
 }

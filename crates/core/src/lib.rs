@@ -16,14 +16,21 @@
 //! # });
 //! ```
 
+pub mod audit;
 mod chain;
 mod error;
 mod fingerprint;
+pub mod grant;
 mod message;
 mod model;
+pub mod policy;
+mod principal;
 pub mod pyjson;
+pub mod run;
 mod runnable;
 pub mod seed;
+pub mod store;
+pub mod time;
 mod tool;
 
 pub use chain::{CallTools, CallToolsError, ToolCallOutput, call_tools};
@@ -31,6 +38,10 @@ pub use error::{BoxError, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use message::{AiMessage, FinishReason, Message, Messages, ToolMessage, Usage};
 pub use model::{BoundModel, ChatModel, ChatModelExt, ChatRequest, ModelError, TextSink};
+pub use policy::{Action, EvalInput, Policy, PolicyError, Rule, Verdict};
+pub use principal::{Principal, Role};
 pub use runnable::{Pipe, Runnable, RunnableFn, runnable_fn};
 pub use seed::NotApproved;
-pub use tool::{ArgumentProblem, Tool, ToolCall, ToolError, ToolHints, ToolSpec, Tools};
+pub use tool::{
+    ArgumentProblem, Tool, ToolCall, ToolError, ToolHints, ToolSpec, Tools, check_args,
+};

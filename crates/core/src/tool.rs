@@ -350,6 +350,34 @@ impl Tools {
     }
 }
 
+/// Checks `args` against a JSON Schema that is not bound to a tool set: an
+/// approval's stored schema, when a person edits the arguments.
+///
+/// # Errors
+///
+/// [`ToolError::InvalidSchema`] when `schema` does not compile, and
+/// [`ToolError::InvalidArguments`] with every problem found.
+pub fn check_args(tool: &str, schema: &Value, args: &Map<String, Value>) -> Result<(), ToolError> {
+    let validator =
+        jsonschema::validator_for(schema).map_err(|error| ToolError::InvalidSchema {
+            tool: tool.to_owned(),
+            message: error.to_string(),
+        })?;
+    let args = Value::Object(args.clone());
+    let problems: Vec<ArgumentProblem> = validator
+        .iter_errors(&args)
+        .map(|error| argument_problem(&error))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ToolError::InvalidArguments {
+            tool: tool.to_owned(),
+            problems,
+        })
+    }
+}
+
 /// Tool names that every major provider accepts.
 fn valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())

@@ -33,7 +33,10 @@ pub mod seed;
 
 pub use approval::{HumanApproval, human_approval};
 pub use toolgate_core::*;
+pub use toolgate_engine as engine;
+pub use toolgate_engine::{Agent, RunOptions, RunOutcome, Wait};
 pub use toolgate_models as models;
+pub use toolgate_store::SqliteStore;
 
 /// Makes a tool of a documented async fn.
 ///

@@ -7,6 +7,7 @@ use std::time::Duration;
 use expectrl::{ControlCode, Eof, Session, WaitStatus};
 
 /// The last line of the seed's approval prompt, as a terminal shows it.
+#[allow(dead_code)] // Not every test binary asks the seed's question.
 pub(crate) const PROMPT_END: &str =
     "Anything except 'Y'/'Yes' (case-insensitive) will be treated as a no.\r\n >>>";
 

@@ -1,0 +1,220 @@
+//! Grants: standing approvals with an explicit scope.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{EvalInput, Matcher};
+
+/// How far a grant reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "lowercase")]
+pub enum GrantScope {
+    /// Calls of one run.
+    Run {
+        /// The run.
+        run_id: String,
+    },
+    /// Calls of every run of one thread.
+    Thread {
+        /// The thread.
+        thread: String,
+    },
+    /// Calls until a time (Unix milliseconds).
+    Until {
+        /// When the grant ends.
+        until: i64,
+    },
+    /// A number of calls.
+    Uses {
+        /// How many calls it covered when made.
+        uses: u32,
+    },
+}
+
+impl fmt::Display for GrantScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantScope::Run { run_id } => write!(f, "run {run_id}"),
+            GrantScope::Thread { thread } => write!(f, "thread {thread}"),
+            GrantScope::Until { until } => {
+                write!(f, "until {}", crate::time::format_millis(*until))
+            }
+            GrantScope::Uses { uses } => write!(f, "{uses} use(s)"),
+        }
+    }
+}
+
+/// What a decider asks for when a decision should also cover later calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// A glob over tool names; by default the decided call's tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// A CEL condition the later calls must meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How far it reaches.
+    #[serde(flatten)]
+    pub scope: GrantScope,
+}
+
+/// A standing approval: calls of matching tools, with matching arguments,
+/// within the scope, run without asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The grant's id.
+    pub id: String,
+    /// A glob over tool names.
+    pub tool: String,
+    /// A CEL condition on the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How far it reaches.
+    #[serde(flatten)]
+    pub scope: GrantScope,
+    /// Calls it may still cover, for `uses` grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u32>,
+    /// Who made it.
+    pub created_by: String,
+    /// When (Unix milliseconds).
+    pub created_at: i64,
+    /// The approval whose decision made it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// When it was revoked, and by whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+/// Who revoked a grant, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Who.
+    pub by: String,
+    /// When (Unix milliseconds).
+    pub at: i64,
+}
+
+impl Grant {
+    /// True when the grant can still cover calls at `now`: not revoked,
+    /// not past its time, not used up.
+    pub fn is_live(&self, now: i64) -> bool {
+        if self.revoked.is_some() {
+            return false;
+        }
+        match self.scope {
+            GrantScope::Until { until } => now < until,
+            GrantScope::Uses { .. } => self.uses_left.unwrap_or(0) > 0,
+            GrantScope::Run { .. } | GrantScope::Thread { .. } => true,
+        }
+    }
+
+    /// True when the grant covers this call at `now`. A condition that
+    /// fails counts as no match: a grant never allows by mistake.
+    pub fn covers(&self, input: &EvalInput<'_>, now: i64) -> bool {
+        if !self.is_live(now) {
+            return false;
+        }
+        let in_scope = match &self.scope {
+            GrantScope::Run { run_id } => input.run.is_some_and(|run| run.id == run_id),
+            GrantScope::Thread { thread } => {
+                input.run.and_then(|run| run.thread) == Some(thread.as_str())
+            }
+            GrantScope::Until { .. } | GrantScope::Uses { .. } => true,
+        };
+        in_scope
+            && Matcher::new(&self.tool, self.when.as_deref())
+                .and_then(|matcher| matcher.matches(input))
+                .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn grant(scope: GrantScope, when: Option<&str>) -> Grant {
+        Grant {
+            id: "g1".into(),
+            tool: "send_*".into(),
+            when: when.map(str::to_owned),
+            uses_left: match scope {
+                GrantScope::Uses { uses } => Some(uses),
+                _ => None,
+            },
+            scope,
+            created_by: "alice".into(),
+            created_at: 0,
+            approval_id: None,
+            revoked: None,
+        }
+    }
+
+    #[test]
+    fn grants_cover_only_their_scope_tool_and_condition() {
+        let args = json!({"recipient": "bob@example.com"});
+        let args = args.as_object().unwrap();
+        let call = EvalInput::new("send_email", args).run("r1", Some("t1"));
+        let other_run = EvalInput::new("send_email", args).run("r2", Some("t2"));
+
+        let run = grant(
+            GrantScope::Run {
+                run_id: "r1".into(),
+            },
+            None,
+        );
+        assert!(run.covers(&call, 0));
+        assert!(!run.covers(&other_run, 0));
+        assert!(!run.covers(&EvalInput::new("delete_all", args).run("r1", None), 0));
+
+        let thread = grant(
+            GrantScope::Thread {
+                thread: "t1".into(),
+            },
+            None,
+        );
+        assert!(thread.covers(&call, 0));
+        assert!(!thread.covers(&other_run, 0));
+
+        let until = grant(GrantScope::Until { until: 100 }, None);
+        assert!(until.covers(&call, 99));
+        assert!(!until.covers(&call, 100));
+
+        let mut uses = grant(GrantScope::Uses { uses: 2 }, None);
+        assert!(uses.covers(&call, 0));
+        uses.uses_left = Some(0);
+        assert!(!uses.covers(&call, 0));
+
+        let conditional = grant(
+            GrantScope::Uses { uses: 5 },
+            Some(r#"args.recipient.endsWith("@example.com")"#),
+        );
+        assert!(conditional.covers(&call, 0));
+        let outside = json!({"recipient": "eve@evil.test"});
+        assert!(!conditional.covers(
+            &EvalInput::new("send_email", outside.as_object().unwrap()),
+            0
+        ));
+    }
+
+    #[test]
+    fn failing_conditions_and_revocations_never_cover() {
+        let args = json!({});
+        let call = EvalInput::new("send_email", args.as_object().unwrap());
+        let failing = grant(
+            GrantScope::Uses { uses: 5 },
+            Some("args.recipient.size() > 0"),
+        );
+        assert!(!failing.covers(&call, 0));
+        let mut revoked = grant(GrantScope::Uses { uses: 5 }, None);
+        assert!(revoked.covers(&call, 0));
+        revoked.revoked = Some(Revocation {
+            by: "bob".into(),
+            at: 1,
+        });
+        assert!(!revoked.covers(&call, 0));
+    }
+}

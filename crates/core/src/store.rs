@@ -1,0 +1,213 @@
+//! The store trait: where runs, approvals, grants and the audit log live.
+//!
+//! A store keeps each run's log of [`Event`]s and, beside it, rows that
+//! make runs and approvals quick to list. The engine computes those rows by
+//! folding the log, and hands them over with the events they follow from,
+//! so a store holds no domain logic: every back end behaves the same because
+//! there is nothing in one to differ.
+//!
+//! Every appended event is also an entry of the audit log, chained by hash
+//! to the entry before it; decisions carry a signature (see
+//! [`crate::audit`]).
+//!
+//! Architecture invariant: appends are all-or-nothing and conditional. An
+//! append names the version of the run it was computed from, and fails with
+//! [`StoreError::Conflict`] if another writer got there first. This one
+//! rule gives "exactly one decision wins" and "a tool starts once" across
+//! processes and hosts.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::audit::AuditEntry;
+use crate::fingerprint::Fingerprint;
+use crate::grant::Grant;
+use crate::run::{ApprovalStatus, Event};
+
+/// An event as stored: its run, its place in the run's log, and when it
+/// was appended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The run.
+    pub run_id: String,
+    /// Its position in the run's log, from 1.
+    pub seq: u64,
+    /// When it was appended (Unix milliseconds).
+    pub at: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A run, as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRow {
+    /// The run's id.
+    pub id: String,
+    /// `running`, `waiting`, `completed` or `failed`.
+    pub status: String,
+    /// The thread it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// What it was asked: the first human message.
+    pub prompt: String,
+    /// When it started (Unix milliseconds).
+    pub created_at: i64,
+    /// When its log last grew.
+    pub updated_at: i64,
+    /// How many events its log has.
+    pub version: u64,
+}
+
+/// An approval, as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRow {
+    /// The approval's id.
+    pub id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The call's id.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The arguments it would run with.
+    pub args: Map<String, Value>,
+    /// The fingerprint a decision must name.
+    pub fingerprint: Fingerprint,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// The rule that asked (`default` when the tool's hints did).
+    pub rule: String,
+    /// How many distinct approvals it needs.
+    pub quorum: u32,
+    /// Who may decide (`user:…`, `group:…`, `role:…`); empty for anyone.
+    pub approvers: Vec<String>,
+    /// When it was requested (Unix milliseconds).
+    pub created_at: i64,
+    /// When it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Who decided it, once decided (the last decider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+}
+
+/// Events to append to a run's log, with the rows they change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    /// The run.
+    pub run_id: String,
+    /// How many events the log had when the events were computed; 0
+    /// creates the run.
+    pub expected_version: u64,
+    /// The events, oldest first; at least one.
+    pub events: Vec<Event>,
+    /// The run's row after the events.
+    pub run: RunRow,
+    /// The approval rows the events create or change.
+    pub approvals: Vec<ApprovalRow>,
+    /// Grants the events make.
+    pub grants: Vec<Grant>,
+}
+
+/// Which approvals to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApprovalQuery {
+    /// Only these statuses; empty for all.
+    pub statuses: Vec<ApprovalStatus>,
+    /// Only this run's.
+    pub run_id: Option<String>,
+    /// Only approvals created before this one (for paging, newest first).
+    pub before: Option<String>,
+    /// At most this many; newest first.
+    pub limit: usize,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunQuery {
+    /// Only these statuses; empty for all.
+    pub statuses: Vec<String>,
+    /// At most this many; newest first.
+    pub limit: usize,
+}
+
+/// Why a store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer appended to the run first; fold its log again and
+    /// retry, or report the conflict.
+    #[error(
+        "run {run_id} changed while this was decided (expected version {expected}, found {actual}); look at it again"
+    )]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// The version the append expected.
+        expected: u64,
+        /// The version the log has.
+        actual: u64,
+    },
+    /// No such run, approval or grant.
+    #[error("there is no {what} `{id}`")]
+    NotFound {
+        /// `run`, `approval` or `grant`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The store's data is not what this version of toolgate writes.
+    #[error("the store is corrupt or from a newer toolgate: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("the store failed: {0}")]
+    Backend(#[source] crate::BoxError),
+}
+
+/// Where runs, approvals, grants and the audit log live.
+///
+/// Implemented for SQLite (a file, zero set-up) and PostgreSQL (several
+/// processes and hosts); one conformance test suite runs against both.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Appends events to a run's log and updates its rows, all or nothing,
+    /// if the log has exactly `expected_version` events. Returns the new
+    /// version. Each event becomes an audit entry; decisions are signed.
+    async fn append(&self, append: Append) -> Result<u64, StoreError>;
+
+    /// A run's log, oldest first; [`StoreError::NotFound`] for an unknown
+    /// run.
+    async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Runs, newest first.
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError>;
+
+    /// Approvals, newest first.
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRow>, StoreError>;
+
+    /// One approval; [`StoreError::NotFound`] for an unknown id.
+    async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError>;
+
+    /// All grants, newest first, revoked ones included.
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
+
+    /// Takes one use of a grant, atomically: false when it has none left,
+    /// or is revoked. Grants without a use count are always usable here.
+    async fn use_grant(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Revokes a grant (an audit entry records it); false when it was
+    /// revoked already.
+    async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Audit entries after `after` (a global sequence number; 0 for the
+    /// start), at most `limit`, oldest first.
+    async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The public key that verifies the store's signatures (Ed25519, 32
+    /// bytes).
+    async fn public_key(&self) -> Result<[u8; 32], StoreError>;
+}

@@ -1,0 +1,323 @@
+//! The engine's approval cycle on SQLite at full durability: model turn →
+//! approval pending (durably stored) → approve → tool runs → final answer,
+//! with the scripted model and the seed's `count_emails` tool.
+//!
+//! Run with `cargo bench -p toolgate-engine --bench cycle -- [MODE]`, MODE
+//! being one of:
+//!
+//! - `sequential [N]`: N cycles one after the other (default 2000); prints
+//!   the latency percentiles and the commits per cycle.
+//! - `concurrent [TASKS] [SECONDS]`: TASKS runs at once (default 256) for
+//!   SECONDS (default 10); prints cycles per second.
+//! - `pending [N]`: fills a store with N pending approvals (default
+//!   100000), then times listing the newest 50 and reports disk and memory.
+//! - `fsync`: what one durable commit of one row costs on this disk.
+//!
+//! The store lives in a temporary folder under `TOOLGATE_BENCH_DIR` (default
+//! the system's temporary folder): put it on the disk you want to measure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+use toolgate_core::policy::Policy;
+use toolgate_core::run::ApprovalStatus;
+use toolgate_core::store::{ApprovalQuery, Store};
+use toolgate_core::{ChatModel, Principal, Role, Tool, ToolError, ToolHints, ToolSpec, Tools};
+use toolgate_engine::{Agent, DecisionRequest, RunOutcome, Step, decide};
+use toolgate_models::scripted::ScriptedModel;
+use toolgate_store::SqliteStore;
+
+const SEED_SCRIPT: &str = include_str!("../../toolgate/seed/script.json");
+const PROMPT: &str = "how many emails did i get in the last 5 days?";
+/// `count_emails` says it is read-only; this policy asks about it anyway,
+/// so that every cycle has an approval.
+const POLICY: &str = "[[policy.rules]]\ntool = \"count_emails\"\naction = \"ask\"\n";
+
+/// The seed's `count_emails`.
+struct CountEmails(ToolSpec);
+
+#[async_trait]
+impl Tool for CountEmails {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    async fn call(&self, args: Map<String, Value>) -> Result<Value, ToolError> {
+        let days = args.get("last_n_days").and_then(Value::as_i64).unwrap_or(0);
+        Ok(json!(days * 2))
+    }
+}
+
+fn tools() -> Tools {
+    let spec = ToolSpec::new(
+        "count_emails",
+        "Dummy function to count number of e-mails. Returns 2 * last_n_days.",
+        json!({
+            "type": "object",
+            "properties": {"last_n_days": {"type": "integer", "format": "int64"}},
+            "required": ["last_n_days"],
+            "additionalProperties": false
+        }),
+    )
+    .hints(ToolHints {
+        read_only: Some(true),
+        idempotent: Some(true),
+        ..ToolHints::default()
+    });
+    Tools::new([Arc::new(CountEmails(spec)) as Arc<dyn Tool>]).unwrap()
+}
+
+struct Bench {
+    store: Arc<dyn Store>,
+    agent: Agent,
+    commits: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+fn bench() -> Bench {
+    let dir = match std::env::var_os("TOOLGATE_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap());
+    let model = ScriptedModel::from_json(SEED_SCRIPT, "the seed script").unwrap();
+    let commits = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&commits);
+    let agent = Agent::new(Arc::new(model) as Arc<dyn ChatModel>, tools())
+        .policy(Policy::from_toml_str(POLICY, "bench policy").unwrap())
+        .store(Arc::clone(&store))
+        .observe(Arc::new(move |step: &Step<'_>| {
+            if matches!(step, Step::Committed(_)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    Bench {
+        store,
+        agent,
+        commits,
+        _dir: dir,
+    }
+}
+
+/// One full cycle; returns the number of commits the decision made (1).
+async fn cycle(bench: &Bench, approver: &Principal) {
+    let outcome = bench.agent.run(PROMPT).await.unwrap();
+    let RunOutcome::Waiting {
+        run_id, approvals, ..
+    } = outcome
+    else {
+        panic!("the run should wait for approval: {outcome:?}");
+    };
+    let approval = &approvals[0];
+    decide(
+        bench.store.as_ref(),
+        approver,
+        &approval.id,
+        &approval.fingerprint,
+        DecisionRequest::Approve,
+        None,
+        now(),
+    )
+    .await
+    .unwrap();
+    match bench.agent.resume(&run_id).await.unwrap() {
+        RunOutcome::Completed { .. } => {}
+        other => panic!("the run should complete: {other:?}"),
+    }
+}
+
+fn now() -> i64 {
+    toolgate_core::time::to_millis(std::time::SystemTime::now())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn sequential(n: usize) {
+    let bench = bench();
+    let approver = Principal::new("alice", Role::Approver);
+    for _ in 0..50 {
+        cycle(&bench, &approver).await;
+    }
+    bench.commits.store(0, Ordering::Relaxed);
+    let mut times = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        cycle(&bench, &approver).await;
+        times.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    times.sort();
+    // The decision is one commit the observer does not see.
+    let commits = bench.commits.load(Ordering::Relaxed) as f64 / n as f64 + 1.0;
+    println!("sequential: {n} cycles in {:.2} s", total.as_secs_f64());
+    println!(
+        "  latency p50 {}  p90 {}  p99 {}  max {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9)),
+        ms(percentile(&times, 0.99)),
+        ms(*times.last().unwrap())
+    );
+    println!("  durable commits per cycle: {commits:.1}");
+}
+
+async fn concurrent(tasks: usize, seconds: u64) {
+    let bench = Arc::new(bench());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let bench = Arc::clone(&bench);
+        let done = Arc::clone(&done);
+        handles.push(tokio::spawn(async move {
+            let approver = Principal::new(format!("approver-{i}"), Role::Approver);
+            while Instant::now() < deadline {
+                cycle(&bench, &approver).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cycles = done.load(Ordering::Relaxed);
+    println!(
+        "concurrent: {tasks} runs at once, {cycles} cycles in {elapsed:.2} s = {:.0} cycles/s ({:.0} commits/s)",
+        cycles as f64 / elapsed,
+        (bench.commits.load(Ordering::Relaxed) + cycles) as f64 / elapsed
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn pending(n: usize) {
+    let bench = Arc::new(bench());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..256 {
+        let bench = Arc::clone(&bench);
+        let next = Arc::clone(&next);
+        handles.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                let outcome = bench.agent.run(PROMPT).await.unwrap();
+                assert!(matches!(outcome, RunOutcome::Waiting { .. }));
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    println!(
+        "pending: {n} pending approvals made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let query = ApprovalQuery {
+        statuses: vec![ApprovalStatus::Pending],
+        limit: 50,
+        ..ApprovalQuery::default()
+    };
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let page = bench.store.approvals(&query).await.unwrap();
+        times.push(t.elapsed());
+        assert_eq!(page.len(), 50);
+    }
+    times.sort();
+    println!(
+        "  newest 50 pending: p50 {}  p99 {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99))
+    );
+    let dir = bench._dir.path();
+    let bytes: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "  disk: {:.1} MiB in all (database, WAL), {:.0} bytes per pending approval",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / n as f64
+    );
+    println!("  memory: {} MiB resident", rss_kib() / 1024);
+}
+
+async fn fsync() {
+    let bench = bench();
+    // One run's log: a single one-row append per iteration.
+    let run_id = bench
+        .agent
+        .create(PROMPT, Default::default())
+        .await
+        .unwrap();
+    let _ = run_id;
+    let mut times = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        bench
+            .agent
+            .create(PROMPT, Default::default())
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "fsync: one durable one-event commit: p50 {}  p99 {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99))
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("sequential") => sequential(number(1, 2000)).await,
+            Some("concurrent") => concurrent(number(1, 256), number(2, 10) as u64).await,
+            Some("pending") => pending(number(1, 100_000)).await,
+            Some("fsync") => fsync().await,
+            None => {
+                fsync().await;
+                sequential(2000).await;
+                concurrent(256, 10).await;
+            }
+            Some(other) => {
+                eprintln!("unknown mode `{other}`: use sequential, concurrent, pending or fsync");
+                std::process::exit(2);
+            }
+        }
+    });
+}

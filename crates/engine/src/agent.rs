@@ -1,0 +1,656 @@
+//! The agent: a model, tools, a policy and a store, and the loop that drives
+//! runs over them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use toolgate_core::grant::Grant;
+use toolgate_core::policy::{Action, EvalInput, Policy};
+use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
+use toolgate_core::store::{Append, ApprovalRow, Store, StoreError};
+use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
+
+use crate::decide::expire_due_in;
+use crate::rows::{approval_row, changed_approvals, run_row};
+use crate::{Clock, EngineError, new_id, system_clock};
+
+/// What the engine does when a run must wait for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once with [`RunOutcome::Waiting`]; the run stays
+    /// suspended in the store until [`Agent::resume`].
+    Suspend,
+    /// Watch the store until people decide, for at most this long, then
+    /// return [`RunOutcome::Waiting`].
+    For(Duration),
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// The conversation thread the run belongs to, for grants scoped to a
+    /// thread.
+    pub thread: Option<String>,
+    /// Who starts the run; conditions see it as `principal`.
+    pub principal: Option<String>,
+}
+
+impl RunOptions {
+    /// Sets the thread.
+    pub fn thread(mut self, thread: impl Into<String>) -> Self {
+        self.thread = Some(thread.into());
+        self
+    }
+
+    /// Sets who starts the run.
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+}
+
+/// Where a run stands when the engine returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The model gave its final answer.
+    Completed {
+        /// The run.
+        run_id: String,
+        /// The answer.
+        answer: String,
+    },
+    /// The run waits for people: approvals to decide, or in-doubt calls to
+    /// resolve. Resume it once they have.
+    Waiting {
+        /// The run.
+        run_id: String,
+        /// The approvals pending.
+        approvals: Vec<ApprovalRow>,
+        /// The ids of the calls in doubt.
+        in_doubt: Vec<String>,
+    },
+    /// The run stopped with an error.
+    Failed {
+        /// The run.
+        run_id: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl RunOutcome {
+    /// The run.
+    pub fn run_id(&self) -> &str {
+        match self {
+            RunOutcome::Completed { run_id, .. }
+            | RunOutcome::Waiting { run_id, .. }
+            | RunOutcome::Failed { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// A model, its tools, a policy and a store: the production path.
+///
+/// `Agent::new(model, tools).policy(p).store(s).run(input)` runs the loop
+/// model → gate → (wait) → execute → model … → final answer, committing
+/// each step to the store before acting on it.
+#[derive(Clone)]
+pub struct Agent {
+    model: Arc<dyn ChatModel>,
+    tools: Tools,
+    policy: Policy,
+    store: Option<Arc<dyn Store>>,
+    wait: Wait,
+    clock: Clock,
+    poll: Duration,
+    on_text: Option<TextSink>,
+    max_turns: u32,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("tools", &self.tools)
+            .field("policy", &self.policy)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a conditional append that lost a race is tried again.
+const MAX_ATTEMPTS: u32 = 20;
+
+impl Agent {
+    /// An agent with no policy rules (each tool's hints decide: read-only
+    /// tools run, the others wait for approval) that suspends on approvals.
+    /// Give it a store before running.
+    pub fn new(model: impl Into<Arc<dyn ChatModel>>, tools: Tools) -> Self {
+        Agent {
+            model: model.into(),
+            tools,
+            policy: Policy::default(),
+            store: None,
+            wait: Wait::Suspend,
+            clock: system_clock(),
+            poll: Duration::from_millis(100),
+            on_text: None,
+            max_turns: 25,
+            observer: None,
+        }
+    }
+
+    /// Calls `observer` at every step: before and after each commit, and
+    /// while a tool runs.
+    pub fn observe(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// How many answers a run may ask the model for, in all (default 25).
+    /// A run at the limit stops with [`EngineError::TurnLimit`] and stays
+    /// resumable by an agent with a higher limit.
+    pub fn max_turns(mut self, turns: u32) -> Self {
+        self.max_turns = turns;
+        self
+    }
+
+    /// The store, when one was given.
+    pub fn store_handle(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Streams the model's text into `sink` as it arrives.
+    pub fn on_text(mut self, sink: TextSink) -> Self {
+        self.on_text = Some(sink);
+        self
+    }
+
+    /// Sets the policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the store.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sets what happens when a run must wait for people.
+    pub fn wait(mut self, wait: Wait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets the clock (tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How often to look at the store while waiting in-process (default
+    /// 100 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll = interval;
+        self
+    }
+
+    /// The tools.
+    pub fn tools(&self) -> &Tools {
+        &self.tools
+    }
+
+    fn store_ref(&self) -> Result<&Arc<dyn Store>, EngineError> {
+        self.store.as_ref().ok_or(EngineError::NoStore)
+    }
+
+    /// Starts a run with `input` and drives it until it completes, fails or
+    /// must wait.
+    pub async fn run(&self, input: impl Into<Messages>) -> Result<RunOutcome, EngineError> {
+        self.start(input, RunOptions::default()).await
+    }
+
+    /// [`Agent::run`] with options.
+    pub async fn start(
+        &self,
+        input: impl Into<Messages>,
+        options: RunOptions,
+    ) -> Result<RunOutcome, EngineError> {
+        let run_id = self.create(input, options).await?;
+        self.resume(&run_id).await
+    }
+
+    /// Records a new run without driving it; returns its id.
+    pub async fn create(
+        &self,
+        input: impl Into<Messages>,
+        options: RunOptions,
+    ) -> Result<String, EngineError> {
+        let store = self.store_ref()?;
+        let run_id = new_id();
+        let now = (self.clock)();
+        let event = Event::RunStarted {
+            messages: input.into().0,
+            thread: options.thread,
+            principal: options.principal,
+        };
+        let state = RunState::fold([&event]);
+        let events = vec![event];
+        self.notify(&Step::Committing(&events));
+        store
+            .append(Append {
+                run_id: run_id.clone(),
+                expected_version: 0,
+                events,
+                run: run_row(&run_id, &state, now, now),
+                approvals: Vec::new(),
+                grants: Vec::new(),
+            })
+            .await?;
+        self.notify(&Step::Committed(&["run_started"]));
+        Ok(run_id)
+    }
+
+    /// Continues a run from its log: after a restart, after people decided,
+    /// in this process or any other with the same tools.
+    pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
+        let store = self.store_ref()?;
+        let mut run = Loaded::load(store.as_ref(), run_id).await?;
+        let deadline = match self.wait {
+            Wait::Suspend => None,
+            Wait::For(limit) => Some(tokio::time::Instant::now() + limit),
+        };
+        let mut conflicts = 0;
+        loop {
+            match self.step(store.as_ref(), &mut run).await {
+                Ok(Progress::Advanced) => conflicts = 0,
+                Ok(Progress::Stopped) => {
+                    if run.state.status.is_finished() {
+                        return Ok(outcome(run_id, &run.state));
+                    }
+                    // Approvals past their time are rejected now, and the
+                    // run goes on with that.
+                    if expire_due_in(store.as_ref(), &mut run, (self.clock)()).await? {
+                        continue;
+                    }
+                    let now = tokio::time::Instant::now();
+                    match deadline {
+                        Some(limit) if now < limit => {
+                            tokio::time::sleep(self.poll.min(limit - now)).await;
+                            run = Loaded::load(store.as_ref(), run_id).await?;
+                        }
+                        _ => return Ok(outcome(run_id, &run.state)),
+                    }
+                }
+                Err(Failure::Conflict) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_ATTEMPTS {
+                        return Err(EngineError::Contended {
+                            run_id: run_id.to_owned(),
+                            attempts: conflicts,
+                        });
+                    }
+                    run = Loaded::load(store.as_ref(), run_id).await?;
+                }
+                Err(Failure::Engine(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Does the next thing the run needs, committing it.
+    async fn step(&self, store: &dyn Store, run: &mut Loaded) -> Result<Progress, Failure> {
+        match run.state.next() {
+            Next::Done | Next::Wait => Ok(Progress::Stopped),
+            Next::CallModel => {
+                let turns = run
+                    .state
+                    .messages
+                    .iter()
+                    .filter(|m| matches!(m, toolgate_core::Message::Ai(_)))
+                    .count();
+                if turns >= self.max_turns as usize {
+                    return Err(Failure::Engine(EngineError::TurnLimit {
+                        run_id: run.run_id.clone(),
+                        turns: self.max_turns,
+                    }));
+                }
+                let mut request = ChatRequest::new(run.state.messages.clone(), self.tools.specs());
+                if let Some(sink) = &self.on_text {
+                    request = request.on_text(Arc::clone(sink));
+                }
+                let answer = self
+                    .model
+                    .generate(request)
+                    .await
+                    .map_err(EngineError::from)?;
+                let mut events = vec![Event::ModelTurn {
+                    message: answer.clone(),
+                }];
+                if answer.tool_calls.is_empty() {
+                    events.push(Event::RunCompleted {
+                        answer: answer.content,
+                    });
+                } else {
+                    // One commit for the turn and its verdicts: gating needs
+                    // no person, so there is nothing to wait for between.
+                    let mut turn = run.state.clone();
+                    turn.apply(&events[0]);
+                    events.extend(self.gate(store, &run.run_id, &turn).await?);
+                }
+                self.commit(store, run, events).await
+            }
+            Next::Gate(_) => {
+                let events = self.gate(store, &run.run_id, &run.state).await?;
+                self.commit(store, run, events).await
+            }
+            Next::Execute(index) => self.execute(store, run, index).await,
+            Next::Recover(index) => {
+                let call = &run.state.calls[index];
+                let tool =
+                    self.tools
+                        .get(&call.call.name)
+                        .ok_or_else(|| EngineError::MissingTool {
+                            run_id: run.run_id.clone(),
+                            tool: call.call.name.clone(),
+                        })?;
+                if tool.spec().hints.idempotent == Some(true) {
+                    self.execute(store, run, index).await
+                } else {
+                    let call_id = call.call.id.clone();
+                    self.commit(store, run, vec![Event::ToolInDoubt { call_id }])
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Gates every call of the turn that is not gated yet.
+    ///
+    /// `state` is the run as it will be once the events before these are
+    /// appended: the model's turn is gated in the same commit as the turn.
+    async fn gate(
+        &self,
+        store: &dyn Store,
+        run_id: &str,
+        state: &RunState,
+    ) -> Result<Vec<Event>, Failure> {
+        let now = (self.clock)();
+        let mut events = Vec::new();
+        let mut grants = None;
+        let principal = state.principal.clone().map(Value::String);
+        for call in state.calls.iter().filter(|c| c.gate.is_none()) {
+            let call = &call.call;
+            let tool = match self.tools.check(call) {
+                Ok(tool) => tool,
+                Err(error) => {
+                    events.push(Event::GateVerdict {
+                        call_id: call.id.clone(),
+                        verdict: Gate::Invalid {
+                            error: error.to_string(),
+                        },
+                        condition_errors: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let spec = tool.spec();
+            let mut input = EvalInput::call(call)
+                .hints(spec.hints)
+                .run(run_id, state.thread.as_deref());
+            if let Some(principal) = &principal {
+                input = input.principal(principal);
+            }
+            let verdict = self.policy.evaluate(&input);
+            let mut gate = match verdict.action {
+                Action::Allow => Gate::Allow {
+                    by: verdict.decided_by.clone(),
+                },
+                Action::Deny => Gate::Deny {
+                    by: verdict.decided_by.clone(),
+                    reason: verdict.reason.as_deref().map(str::to_owned),
+                },
+                Action::Ask => Gate::Ask {
+                    by: verdict.decided_by.clone(),
+                },
+            };
+            if matches!(gate, Gate::Ask { .. }) {
+                // Grants turn an `ask` into a run; never a `deny`.
+                let live = match &mut grants {
+                    Some(grants) => grants,
+                    None => grants.insert(store.grants().await.map_err(EngineError::from)?),
+                };
+                for grant in live.iter().filter(|g| g.covers(&input, now)) {
+                    if store
+                        .use_grant(&grant.id)
+                        .await
+                        .map_err(EngineError::from)?
+                    {
+                        gate = Gate::Granted {
+                            grant_id: grant.id.clone(),
+                        };
+                        break;
+                    }
+                }
+            }
+            let ask = matches!(gate, Gate::Ask { .. });
+            events.push(Event::GateVerdict {
+                call_id: call.id.clone(),
+                verdict: gate,
+                condition_errors: verdict.condition_errors.clone(),
+            });
+            if ask {
+                let ask = verdict.ask.clone().unwrap_or_default();
+                let expires_at = ask.timeout.map(|timeout| {
+                    now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
+                });
+                events.push(Event::ApprovalRequested {
+                    call_id: call.id.clone(),
+                    approval_id: new_id(),
+                    fingerprint: call.fingerprint(&spec.parameters),
+                    ask,
+                    requested_at: now,
+                    expires_at,
+                    description: spec.description.clone(),
+                    schema: spec.parameters.clone(),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Runs one cleared call: `ToolStarted` is committed first, then the
+    /// tool runs, then `ToolFinished` is committed.
+    async fn execute(
+        &self,
+        store: &dyn Store,
+        run: &mut Loaded,
+        index: usize,
+    ) -> Result<Progress, Failure> {
+        let call = run.state.calls[index].clone();
+        let tool =
+            self.tools
+                .get(&call.call.name)
+                .cloned()
+                .ok_or_else(|| EngineError::MissingTool {
+                    run_id: run.run_id.clone(),
+                    tool: call.call.name.clone(),
+                })?;
+        let args = call.effective_args().clone();
+        self.commit(
+            store,
+            run,
+            vec![Event::ToolStarted {
+                call_id: call.call.id.clone(),
+                args: args.clone(),
+            }],
+        )
+        .await?;
+        // Checked again: edited arguments were checked when decided, but the
+        // tool set of this process is what the call runs against.
+        let checked = toolgate_core::ToolCall {
+            args: args.clone(),
+            ..call.call.clone()
+        };
+        self.notify(&Step::ToolRunning(&checked));
+        let outcome = match self.tools.check(&checked) {
+            Ok(_) => match tool.call(args).await {
+                Ok(output) => Outcome::Output { output },
+                Err(error) => Outcome::Error {
+                    error: error.to_string(),
+                },
+            },
+            Err(error) => Outcome::Error {
+                error: error.to_string(),
+            },
+        };
+        // The tool ran: this commit must not be lost to a conflict, so it is
+        // retried on a fresh fold (nothing else may finish this call).
+        let finished = Event::ToolFinished {
+            call_id: call.call.id.clone(),
+            outcome,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            match self.commit(store, run, vec![finished.clone()]).await {
+                Err(Failure::Conflict) => {
+                    *run = Loaded::load(store, &run.run_id).await?;
+                }
+                other => return other,
+            }
+        }
+        Err(Failure::Engine(EngineError::Contended {
+            run_id: run.run_id.clone(),
+            attempts: MAX_ATTEMPTS,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        store: &dyn Store,
+        run: &mut Loaded,
+        events: Vec<Event>,
+    ) -> Result<Progress, Failure> {
+        self.notify(&Step::Committing(&events));
+        let kinds: Vec<&'static str> = events.iter().map(Event::kind).collect();
+        match append_events(store, run, events, Vec::new(), (self.clock)()).await {
+            Ok(()) => {
+                self.notify(&Step::Committed(&kinds));
+                Ok(Progress::Advanced)
+            }
+            Err(StoreError::Conflict { .. }) => Err(Failure::Conflict),
+            Err(error) => Err(Failure::Engine(error.into())),
+        }
+    }
+
+    fn notify(&self, step: &Step<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(step);
+        }
+    }
+}
+
+/// A step of the engine, as observers see it: for progress reports,
+/// metrics, and tests that stop a process at an exact point.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Step<'a> {
+    /// These events are about to be appended.
+    Committing(&'a [Event]),
+    /// Events of these kinds were appended (the store acknowledged them).
+    Committed(&'a [&'static str]),
+    /// A tool is running (its start is committed).
+    ToolRunning(&'a toolgate_core::ToolCall),
+}
+
+/// Sees every [`Step`] of the engine, on the task that takes it.
+pub type Observer = Arc<dyn Fn(&Step<'_>) + Send + Sync>;
+
+/// Appends `events` (and `grants`) at the version the run was folded at,
+/// with the rows they change, and folds them in.
+pub(crate) async fn append_events(
+    store: &dyn Store,
+    run: &mut Loaded,
+    events: Vec<Event>,
+    grants: Vec<Grant>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut after = run.state.clone();
+    for event in &events {
+        after.apply(event);
+    }
+    let approvals = changed_approvals(&run.run_id, &run.state, &after, now);
+    store
+        .append(Append {
+            run_id: run.run_id.clone(),
+            expected_version: run.state.version,
+            events,
+            run: run_row(&run.run_id, &after, run.created_at, now),
+            approvals,
+            grants,
+        })
+        .await?;
+    run.state = after;
+    Ok(())
+}
+
+/// A run's fold, with what its rows need.
+pub(crate) struct Loaded {
+    pub(crate) run_id: String,
+    pub(crate) state: RunState,
+    pub(crate) created_at: i64,
+}
+
+impl Loaded {
+    pub(crate) async fn load(store: &dyn Store, run_id: &str) -> Result<Loaded, EngineError> {
+        let events = store.load(run_id).await?;
+        let created_at = events.first().map_or(0, |e| e.at);
+        Ok(Loaded {
+            run_id: run_id.to_owned(),
+            state: RunState::fold(events.iter().map(|e| &e.event)),
+            created_at,
+        })
+    }
+}
+
+enum Progress {
+    Advanced,
+    Stopped,
+}
+
+enum Failure {
+    Conflict,
+    Engine(EngineError),
+}
+
+impl From<EngineError> for Failure {
+    fn from(error: EngineError) -> Self {
+        Failure::Engine(error)
+    }
+}
+
+/// The outcome for a run that can go no further now.
+fn outcome(run_id: &str, state: &RunState) -> RunOutcome {
+    use toolgate_core::run::RunStatus;
+    match &state.status {
+        RunStatus::Completed { answer } => RunOutcome::Completed {
+            run_id: run_id.to_owned(),
+            answer: answer.clone(),
+        },
+        RunStatus::Failed { error } => RunOutcome::Failed {
+            run_id: run_id.to_owned(),
+            error: error.clone(),
+        },
+        RunStatus::Running | RunStatus::Waiting => RunOutcome::Waiting {
+            run_id: run_id.to_owned(),
+            approvals: state
+                .pending_approvals()
+                .map(|a| approval_row(run_id, a, None))
+                .collect(),
+            in_doubt: state.in_doubt().map(|c| c.call.id.clone()).collect(),
+        },
+    }
+}

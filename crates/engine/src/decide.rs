@@ -1,0 +1,385 @@
+//! People's side of a run: deciding approvals, resolving in-doubt calls,
+//! and expiring approvals nobody decided in time.
+//!
+//! Each of these folds the run's log, checks the act against that state,
+//! and appends one event at the version it folded. Two acts at once: one
+//! append wins, the other folds again and is checked again, so it sees the
+//! winner's decision and is refused with it.
+
+use serde_json::{Map, Value};
+use toolgate_core::grant::{Grant, GrantRequest, GrantScope};
+use toolgate_core::policy::Matcher;
+use toolgate_core::run::{ApprovalStatus, Decision, DecisionError, Event, Resolution};
+use toolgate_core::store::{ApprovalQuery, ApprovalRow, Store, StoreError};
+use toolgate_core::{Fingerprint, Principal, Role, ToolError, check_args};
+
+use crate::agent::{Loaded, append_events};
+use crate::rows::approval_row;
+use crate::{EngineError, new_id};
+
+/// How often an act that lost a race is tried again.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// What a person decides about an approval.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DecisionRequest {
+    /// Run the call as shown.
+    Approve,
+    /// Run the call with these arguments instead.
+    Edit(Map<String, Value>),
+    /// Do not run it; the message goes back to the model.
+    Reject(Option<String>),
+}
+
+/// Why a decision, a resolution or an expiry was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// No approval, run or call with that id.
+    #[error("there is no {what} `{id}`")]
+    NotFound {
+        /// `approval`, `run` or `call`.
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// This principal may not decide it.
+    #[error("{principal} may not decide approval {approval_id}: {reason}")]
+    Forbidden {
+        /// Who tried.
+        principal: String,
+        /// The approval.
+        approval_id: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The decision does not fit the approval's state: already decided,
+    /// another fingerprint, or the same approver twice.
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
+    /// The edited arguments fail the tool's schema.
+    #[error(transparent)]
+    InvalidArguments(ToolError),
+    /// The grant asked for cannot be made.
+    #[error("the grant cannot be made: {0}")]
+    InvalidGrant(String),
+    /// The call is not in doubt.
+    #[error("call {call_id} of run {run_id} is not in doubt; nothing to resolve")]
+    NotInDoubt {
+        /// The run.
+        run_id: String,
+        /// The call.
+        call_id: String,
+    },
+    /// The store or the run failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for DecideError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { what, id } => DecideError::NotFound { what, id },
+            other => DecideError::Engine(other.into()),
+        }
+    }
+}
+
+/// Records `principal`'s decision on approval `approval_id`, made on the
+/// call with fingerprint `fingerprint`; returns the approval as it stands
+/// after it.
+///
+/// An edit's arguments are checked against the tool's schema first and
+/// count as the editor's approval of them. A grant, when given, is made in
+/// the same append: later calls it covers run without asking.
+///
+/// The decision is refused unless the approval is pending (an approval past
+/// its time is expired first, then refused), `fingerprint` is the one
+/// pending, and `principal` may decide it; a racing decision that wins
+/// makes this one fail with the winner's state.
+pub async fn decide(
+    store: &dyn Store,
+    principal: &Principal,
+    approval_id: &str,
+    fingerprint: &Fingerprint,
+    request: DecisionRequest,
+    grant: Option<GrantRequest>,
+    now: i64,
+) -> Result<ApprovalRow, DecideError> {
+    let row = store.approval(approval_id).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut run = Loaded::load(store, &row.run_id).await?;
+        let approval = run
+            .state
+            .approval(approval_id)
+            .ok_or_else(|| DecideError::NotFound {
+                what: "approval",
+                id: approval_id.to_owned(),
+            })?
+            .clone();
+        if approval.status == ApprovalStatus::Pending
+            && approval.expires_at.is_some_and(|at| at <= now)
+        {
+            match expire_due_in(store, &mut run, now).await {
+                Ok(_) => continue,
+                Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if !principal.may_decide(&approval.ask.approvers) {
+            let reason = if principal.role == Role::Agent {
+                "agents never decide; use an approver's or an admin's token".to_owned()
+            } else {
+                format!(
+                    "it may be decided by {} only",
+                    approval
+                        .ask
+                        .approvers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(DecideError::Forbidden {
+                principal: principal.name.clone(),
+                approval_id: approval_id.to_owned(),
+                reason,
+            });
+        }
+        let decision = match &request {
+            DecisionRequest::Approve => Decision::Approve,
+            DecisionRequest::Reject(message) => Decision::Reject {
+                message: message.clone(),
+            },
+            DecisionRequest::Edit(args) => {
+                check_args(&approval.call.name, &approval.schema, args)
+                    .map_err(DecideError::InvalidArguments)?;
+                Decision::Edit {
+                    args: args.clone(),
+                    new_fingerprint: Fingerprint::of_call(
+                        &approval.call.name,
+                        args,
+                        &approval.schema,
+                    ),
+                }
+            }
+        };
+        approval.check_decision(&principal.name, &decision, fingerprint)?;
+        let grant = match (&grant, &decision) {
+            (Some(_), Decision::Reject { .. }) => {
+                return Err(DecideError::InvalidGrant(
+                    "a rejection cannot grant anything; approve or edit to grant".to_owned(),
+                ));
+            }
+            (Some(request), _) => Some(make_grant(
+                request,
+                &approval.call.name,
+                &row.run_id,
+                run.state.thread.as_deref(),
+                principal,
+                approval_id,
+                now,
+            )?),
+            (None, _) => None,
+        };
+        let event = Event::DecisionRecorded {
+            approval_id: approval_id.to_owned(),
+            decision,
+            principal: principal.name.clone(),
+            fingerprint: fingerprint.clone(),
+            grant: grant.clone(),
+        };
+        match append_events(
+            store,
+            &mut run,
+            vec![event],
+            grant.into_iter().collect(),
+            now,
+        )
+        .await
+        {
+            Ok(()) => {
+                let decided = run
+                    .state
+                    .approval(approval_id)
+                    .expect("the approval was just decided");
+                return Ok(approval_row(&row.run_id, decided, Some(now)));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EngineError::Contended {
+        run_id: row.run_id,
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
+fn make_grant(
+    request: &GrantRequest,
+    tool: &str,
+    run_id: &str,
+    thread: Option<&str>,
+    principal: &Principal,
+    approval_id: &str,
+    now: i64,
+) -> Result<Grant, DecideError> {
+    let pattern = request.tool.as_deref().unwrap_or(tool);
+    Matcher::new(pattern, request.when.as_deref()).map_err(DecideError::InvalidGrant)?;
+    let scope = match &request.scope {
+        GrantScope::Run { run_id: given } if given.is_empty() => GrantScope::Run {
+            run_id: run_id.to_owned(),
+        },
+        GrantScope::Thread { thread: given } if given.is_empty() => match thread {
+            Some(thread) => GrantScope::Thread {
+                thread: thread.to_owned(),
+            },
+            None => {
+                return Err(DecideError::InvalidGrant(format!(
+                    "run {run_id} belongs to no thread; grant for the run, a time or a number of uses instead"
+                )));
+            }
+        },
+        GrantScope::Until { until } if *until <= now => {
+            return Err(DecideError::InvalidGrant(
+                "its end time has already passed".to_owned(),
+            ));
+        }
+        GrantScope::Uses { uses: 0 } => {
+            return Err(DecideError::InvalidGrant(
+                "a grant for 0 uses would cover nothing; give at least 1".to_owned(),
+            ));
+        }
+        other => other.clone(),
+    };
+    Ok(Grant {
+        id: new_id(),
+        tool: pattern.to_owned(),
+        when: request.when.clone(),
+        uses_left: match scope {
+            GrantScope::Uses { uses } => Some(uses),
+            _ => None,
+        },
+        scope,
+        created_by: principal.name.clone(),
+        created_at: now,
+        approval_id: Some(approval_id.to_owned()),
+        revoked: None,
+    })
+}
+
+/// Records what a person says about an in-doubt call of run `run_id`: run
+/// it again, it did run (with this output), or count it as failed.
+pub async fn resolve_in_doubt(
+    store: &dyn Store,
+    principal: &Principal,
+    run_id: &str,
+    call_id: &str,
+    resolution: Resolution,
+    now: i64,
+) -> Result<(), DecideError> {
+    if principal.role == Role::Agent {
+        return Err(DecideError::Forbidden {
+            principal: principal.name.clone(),
+            approval_id: call_id.to_owned(),
+            reason: "agents never resolve in-doubt calls".to_owned(),
+        });
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let mut run = Loaded::load(store, run_id).await?;
+        let call = run
+            .state
+            .call(call_id)
+            .ok_or_else(|| DecideError::NotInDoubt {
+                run_id: run_id.to_owned(),
+                call_id: call_id.to_owned(),
+            })?;
+        if !call.in_doubt {
+            return Err(DecideError::NotInDoubt {
+                run_id: run_id.to_owned(),
+                call_id: call_id.to_owned(),
+            });
+        }
+        let event = Event::InDoubtResolved {
+            call_id: call_id.to_owned(),
+            resolution: resolution.clone(),
+            principal: principal.name.clone(),
+        };
+        match append_events(store, &mut run, vec![event], Vec::new(), now).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EngineError::Contended {
+        run_id: run_id.to_owned(),
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
+/// Expires the pending approvals of a folded run whose time has come;
+/// true when it appended anything.
+pub(crate) async fn expire_due_in(
+    store: &dyn Store,
+    run: &mut Loaded,
+    now: i64,
+) -> Result<bool, EngineError> {
+    let events: Vec<Event> = run
+        .state
+        .pending_approvals()
+        .filter(|a| a.expires_at.is_some_and(|at| at <= now))
+        .map(|a| Event::ApprovalExpired {
+            approval_id: a.id.clone(),
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(false);
+    }
+    match append_events(store, run, events, Vec::new(), now).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict { .. }) => {
+            *run = Loaded::load(store, &run.run_id).await?;
+            Ok(true)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Expires every pending approval in the store whose time has come (they
+/// are rejected: a timeout fails closed); returns how many.
+pub async fn expire_due(store: &dyn Store, now: i64) -> Result<usize, EngineError> {
+    let mut expired = 0;
+    let mut before = None;
+    loop {
+        let page = store
+            .approvals(&ApprovalQuery {
+                statuses: vec![ApprovalStatus::Pending],
+                run_id: None,
+                before: before.clone(),
+                limit: 500,
+            })
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(expired);
+        };
+        before = Some(last.id.clone());
+        for row in page
+            .iter()
+            .filter(|r| r.expires_at.is_some_and(|at| at <= now))
+        {
+            let mut run = Loaded::load(store, &row.run_id).await?;
+            let due = run
+                .state
+                .pending_approvals()
+                .filter(|a| a.expires_at.is_some_and(|at| at <= now))
+                .count();
+            if expire_due_in(store, &mut run, now).await? {
+                expired += due;
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The listing rows a store keeps beside a run's log, computed from the
+//! fold of the log so that stores hold no domain logic.
+
+use toolgate_core::Message;
+use toolgate_core::run::{ApprovalState, ApprovalStatus, RunState};
+use toolgate_core::store::{ApprovalRow, RunRow};
+
+/// How much of the first request a run listing keeps.
+const PROMPT_CHARS: usize = 200;
+
+/// The run's row after its log reached `state`.
+pub(crate) fn run_row(run_id: &str, state: &RunState, created_at: i64, now: i64) -> RunRow {
+    let prompt = state
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Human { content } => Some(content.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    RunRow {
+        id: run_id.to_owned(),
+        status: state.status.as_str().to_owned(),
+        thread: state.thread.clone(),
+        prompt: prompt.chars().take(PROMPT_CHARS).collect(),
+        created_at,
+        updated_at: now,
+        version: state.version,
+    }
+}
+
+/// The row of one approval of `state`.
+pub(crate) fn approval_row(
+    run_id: &str,
+    approval: &ApprovalState,
+    decided_at: Option<i64>,
+) -> ApprovalRow {
+    let rule = approval.rule.to_string();
+    ApprovalRow {
+        id: approval.id.clone(),
+        run_id: run_id.to_owned(),
+        call_id: approval.call.id.clone(),
+        tool: approval.call.name.clone(),
+        args: approval.args.clone(),
+        fingerprint: approval.fingerprint.clone(),
+        status: approval.status,
+        rule,
+        quorum: approval.ask.quorum,
+        approvers: approval
+            .ask
+            .approvers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        created_at: approval.requested_at,
+        expires_at: approval.expires_at,
+        decided_by: approval.decisions.last().map(|d| d.principal.clone()),
+        decided_at: if approval.status == ApprovalStatus::Pending {
+            None
+        } else {
+            decided_at
+        },
+    }
+}
+
+/// The rows of the approvals that are new in `after`, or changed since
+/// `before`.
+pub(crate) fn changed_approvals(
+    run_id: &str,
+    before: &RunState,
+    after: &RunState,
+    now: i64,
+) -> Vec<ApprovalRow> {
+    after
+        .approvals()
+        .filter(|approval| {
+            before.approval(&approval.id).is_none_or(|old| {
+                old.status != approval.status || old.decisions.len() != approval.decisions.len()
+            })
+        })
+        .map(|approval| approval_row(run_id, approval, Some(now)))
+        .collect()
+}

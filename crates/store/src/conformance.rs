@@ -1,0 +1,1023 @@
+//! The checks every [`Store`] must pass, whatever keeps its data.
+//!
+//! Each check is an async function that takes a fresh, empty store and
+//! panics, saying what was expected, when the store breaks the contract of
+//! [`toolgate_core::store`].
+//! [`store_conformance_tests!`](crate::store_conformance_tests) turns them
+//! all into tests, so that SQLite, PostgreSQL and any later store run the
+//! same ones; [`fixtures`] has the events and rows they are built from, for
+//! a store's own tests.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+use toolgate_core::audit::{AuditEntry, Verifier, is_signed_kind};
+use toolgate_core::grant::{Grant, GrantScope, Revocation};
+use toolgate_core::run::{ApprovalStatus, Event};
+use toolgate_core::store::{ApprovalQuery, RunQuery, RunRow, Store, StoreError};
+
+use self::fixtures::*;
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh,
+/// empty store made by the given expression: an `async` block (or any
+/// future) that yields a [`Subject`]. The expression is evaluated once per
+/// test; [`Subject::keep`] holds whatever the store must not outlive (a
+/// temporary directory, a database made for the test).
+///
+/// The tests use `#[tokio::test(flavor = "multi_thread")]`, so the crate
+/// invoking the macro needs `tokio` with the `macros` and `rt-multi-thread`
+/// features among its dev-dependencies.
+///
+/// ```
+/// mod conformance {
+///     toolgate_store::store_conformance_tests!(async {
+///         let dir = tempfile::tempdir().unwrap();
+///         let store = toolgate_store::SqliteStore::open(dir.path().join("toolgate.db")).unwrap();
+///         toolgate_store::conformance::Subject::new(store).keep(dir)
+///     });
+/// }
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            append_and_load_round_trip,
+            wrong_expected_version_conflicts_and_writes_nothing,
+            creating_an_existing_run_conflicts,
+            empty_append_is_refused,
+            concurrent_appends_at_one_version_exactly_one_wins,
+            run_rows_are_upserted_and_listed_newest_first,
+            approval_rows_are_upserted_filtered_and_paged,
+            listings_default_to_50_rows,
+            unknown_ids_are_not_found,
+            grants_count_down_and_revoke,
+            audit_log_chains_across_runs_and_verifies,
+            grant_revocation_is_a_signed_audit_entry,
+            audit_pages_oldest_first,
+        );
+    };
+    (@each $make:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let subject: $crate::conformance::Subject = $make.await;
+                $crate::conformance::$check(subject.store()).await;
+            }
+        )+
+    };
+}
+
+/// A store under test, with whatever must live as long as it.
+pub struct Subject {
+    // Fields drop in order: the store goes before what it lives in.
+    store: Arc<dyn Store>,
+    kept: Vec<Box<dyn Any>>,
+}
+
+impl Subject {
+    /// A fresh, empty store to check.
+    pub fn new(store: impl Store + 'static) -> Subject {
+        Subject {
+            store: Arc::new(store),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps `value` (a temporary directory, say) until the store is
+    /// dropped.
+    pub fn keep(mut self, value: impl Any) -> Subject {
+        self.kept.push(Box::new(value));
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+}
+
+impl Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject")
+            .field("kept", &self.kept.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------
+// The checks.
+// ---------------------------------------------------------------------
+
+/// Appended events load back in order, numbered from 1, stamped with the
+/// store's clock; each append returns the new version and upserts the
+/// run's row.
+pub async fn append_and_load_round_trip(store: Arc<dyn Store>) {
+    let before = now();
+    let first = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+    ];
+    let second = vec![
+        requested("call-1", "appr-1", "bob@example.com"),
+        decided("appr-1", "bob@example.com", None),
+        tool_started("call-1", "bob@example.com"),
+    ];
+    assert_eq!(ok(store.append(append("run-1", 0, first.clone())).await), 2);
+    assert_eq!(
+        ok(store
+            .append(append("run-2", 0, vec![started("Other")]))
+            .await),
+        1
+    );
+    assert_eq!(
+        ok(store.append(append("run-1", 2, second.clone())).await),
+        5
+    );
+    let after = now();
+
+    let loaded = ok(store.load("run-1").await);
+    let expected: Vec<&Event> = first.iter().chain(&second).collect();
+    assert_eq!(
+        loaded.len(),
+        expected.len(),
+        "run-1 has 5 events: {loaded:#?}"
+    );
+    for (index, (stored, event)) in loaded.iter().zip(expected).enumerate() {
+        assert_eq!(stored.run_id, "run-1");
+        assert_eq!(stored.seq, index as u64 + 1, "events are numbered from 1");
+        assert_eq!(&stored.event, event);
+        assert_recent(stored.at, before, after);
+    }
+    let other = ok(store.load("run-2").await);
+    assert_eq!(other.len(), 1);
+    assert_eq!((other[0].run_id.as_str(), other[0].seq), ("run-2", 1));
+    assert_eq!(other[0].event, started("Other"));
+
+    assert_eq!(
+        ok(store.runs(&RunQuery::default()).await),
+        vec![run_row("run-2", 1), run_row("run-1", 5)],
+        "the run rows are the last ones appended (both created at the same time: by id)"
+    );
+}
+
+/// An append computed from another version than the log's fails with the
+/// numbers of both, and writes nothing at all: no event, no row, no
+/// approval, no grant, no audit entry.
+pub async fn wrong_expected_version_conflicts_and_writes_nothing(store: Arc<dyn Store>) {
+    let events = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+    ];
+    ok(store.append(append("run-1", 0, events.clone())).await);
+    let audit_before = verified_audit(&*store).await;
+
+    for expected in [1, 3, 7] {
+        let mut late = append(
+            "run-1",
+            expected,
+            vec![
+                requested("call-1", "appr-1", "bob@example.com"),
+                decided("appr-1", "bob@example.com", Some(grant("g-1", uses(2), 10))),
+            ],
+        );
+        late.run.status = "waiting".to_owned();
+        late.approvals = vec![approval_row("appr-1", "run-1", ApprovalStatus::Pending, 10)];
+        late.grants = vec![grant("g-1", uses(2), 10)];
+        assert_conflict(store.append(late).await, "run-1", expected, 2);
+    }
+    assert_conflict(
+        store
+            .append(append("run-9", 3, vec![started("Nobody")]))
+            .await,
+        "run-9",
+        3,
+        0,
+    );
+
+    let loaded = ok(store.load("run-1").await);
+    assert_eq!(
+        loaded.iter().map(|e| &e.event).collect::<Vec<_>>(),
+        events.iter().collect::<Vec<_>>(),
+        "a conflicting append adds no event"
+    );
+    assert_not_found(store.load("run-9").await, "run", "run-9");
+    assert_eq!(
+        ok(store.runs(&RunQuery::default()).await),
+        vec![run_row("run-1", 2)],
+        "a conflicting append changes no run row"
+    );
+    assert_eq!(ok(store.approvals(&ApprovalQuery::default()).await), vec![]);
+    assert_not_found(store.approval("appr-1").await, "approval", "appr-1");
+    assert_eq!(
+        ok(store.grants().await),
+        vec![],
+        "a conflicting append makes no grant"
+    );
+    assert_eq!(
+        verified_audit(&*store).await,
+        audit_before,
+        "a conflicting append adds no audit entry"
+    );
+
+    // The log goes on from where it was, with no gap in the audit log.
+    ok(store
+        .append(append("run-1", 2, vec![run_completed()]))
+        .await);
+    assert_eq!(
+        seqs(&verified_audit(&*store).await),
+        vec![1, 2, 3],
+        "the audit log has no gap where the conflicts were"
+    );
+}
+
+/// Version 0 creates a run; a second creation of the same run conflicts.
+pub async fn creating_an_existing_run_conflicts(store: Arc<dyn Store>) {
+    ok(store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await);
+    let mut again = append("run-1", 0, vec![started("Something else")]);
+    again.run.prompt = "Something else".to_owned();
+    assert_conflict(store.append(again).await, "run-1", 0, 1);
+    let loaded = ok(store.load("run-1").await);
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].event, started("Email Bob"));
+    assert_eq!(
+        ok(store.runs(&RunQuery::default()).await),
+        vec![run_row("run-1", 1)]
+    );
+}
+
+/// An append with no events is refused (it is not a conflict) and writes
+/// nothing.
+pub async fn empty_append_is_refused(store: Arc<dyn Store>) {
+    let result = store.append(append("run-1", 0, vec![])).await;
+    assert!(
+        matches!(result, Err(ref error) if !matches!(error, StoreError::Conflict { .. })),
+        "an append with no events must fail, and not as a conflict: {result:?}"
+    );
+    assert_not_found(store.load("run-1").await, "run", "run-1");
+    assert_eq!(ok(store.runs(&RunQuery::default()).await), vec![]);
+    assert_eq!(ok(store.audit(0, 100).await), vec![]);
+}
+
+/// Two appends at the same version, at the same moment: exactly one wins,
+/// the other gets a conflict naming the winner's version; 20 races each
+/// for creating a run and for going on from version 1.
+pub async fn concurrent_appends_at_one_version_exactly_one_wins(store: Arc<dyn Store>) {
+    for race in 0..20 {
+        let run_id = format!("race-{race}");
+        let created = [started("first"), started("second")];
+        let winner = race_appends(&store, &run_id, 0, created.clone()).await;
+        let turns = [
+            model_turn("call-a", "a@example.com"),
+            model_turn("call-b", "b@example.com"),
+        ];
+        let second = race_appends(&store, &run_id, 1, turns.clone()).await;
+        let loaded = ok(store.load(&run_id).await);
+        assert_eq!(
+            loaded.iter().map(|e| &e.event).collect::<Vec<_>>(),
+            vec![&created[winner], &turns[second]],
+            "the log of {run_id} holds the winners' events, and only theirs"
+        );
+    }
+    assert_eq!(
+        seqs(&verified_audit(&*store).await),
+        (1..=40).collect::<Vec<u64>>(),
+        "the losers left no audit entries and no gaps"
+    );
+}
+
+/// Run rows are upserted by appends and listed newest first (by creation,
+/// then id), filtered by status and limited.
+pub async fn run_rows_are_upserted_and_listed_newest_first(store: Arc<dyn Store>) {
+    let rows = [
+        ("r1", "running", 100),
+        ("r2", "waiting", 200),
+        ("r3", "completed", 200),
+        ("r4", "failed", 300),
+    ];
+    for (id, status, created_at) in rows {
+        let mut create = append(id, 0, vec![started("Email Bob")]);
+        create.run.status = status.to_owned();
+        create.run.created_at = created_at;
+        create.run.thread = None;
+        ok(store.append(create).await);
+    }
+    // A later append changes r1's row.
+    let mut update = append("r1", 1, vec![run_completed()]);
+    update.run = RunRow {
+        id: "r1".to_owned(),
+        status: "completed".to_owned(),
+        thread: None,
+        prompt: "Email Bob".to_owned(),
+        created_at: 100,
+        updated_at: 999,
+        version: 2,
+    };
+    ok(store.append(update.clone()).await);
+
+    let ids = |rows: Vec<RunRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = ok(store.runs(&RunQuery::default()).await);
+    assert_eq!(
+        ids(all.clone()),
+        ["r4", "r3", "r2", "r1"],
+        "newest first; r3 and r2 were created at the same time, so by id"
+    );
+    assert_eq!(all[3], update.run, "r1's row is the last one appended");
+    let query = |statuses: &[&str], limit| RunQuery {
+        statuses: statuses.iter().map(|s| (*s).to_owned()).collect(),
+        limit,
+    };
+    assert_eq!(
+        ids(ok(store.runs(&query(&["completed"], 0)).await)),
+        ["r3", "r1"]
+    );
+    assert_eq!(
+        ids(ok(store.runs(&query(&["running", "waiting"], 0)).await)),
+        ["r2"]
+    );
+    assert_eq!(
+        ids(ok(store.runs(&query(&["unknown"], 0)).await)),
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(ok(store.runs(&query(&[], 2)).await)), ["r4", "r3"]);
+    assert_eq!(
+        ids(ok(store.runs(&query(&["completed", "failed"], 1)).await)),
+        ["r4"]
+    );
+}
+
+/// Approval rows are upserted by appends and listed newest first, filtered
+/// by status and run, paged with `before`, and limited.
+pub async fn approval_rows_are_upserted_filtered_and_paged(store: Arc<dyn Store>) {
+    use ApprovalStatus::{Approved, Edited, Pending, Rejected};
+    let mut a = append(
+        "run-a",
+        0,
+        vec![
+            started("Email Bob"),
+            model_turn("call-1", "bob@example.com"),
+        ],
+    );
+    a.approvals = vec![
+        approval_row("a1", "run-a", Pending, 100),
+        approval_row("a2", "run-a", Pending, 200),
+        approval_row("a3", "run-a", Pending, 300),
+    ];
+    ok(store.append(a).await);
+    let mut b = append("run-b", 0, vec![started("Email Carol")]);
+    b.approvals = vec![
+        approval_row("b1", "run-b", Pending, 150),
+        approval_row("b2", "run-b", Pending, 300),
+    ];
+    ok(store.append(b).await);
+    // Deciding a2 updates its row.
+    let mut decided_a2 = approval_row("a2", "run-a", Approved, 200);
+    decided_a2.decided_by = Some("bob".to_owned());
+    decided_a2.decided_at = Some(250);
+    let mut decide = append("run-a", 2, vec![decided("a2", "bob@example.com", None)]);
+    decide.approvals = vec![decided_a2.clone()];
+    ok(store.append(decide).await);
+
+    assert_eq!(ok(store.approval("a2").await), decided_a2);
+    assert_eq!(
+        ok(store.approval("b1").await),
+        approval_row("b1", "run-b", Pending, 150)
+    );
+
+    let list =
+        async |statuses: &[ApprovalStatus], run: Option<&str>, before: Option<&str>, limit| {
+            let query = ApprovalQuery {
+                statuses: statuses.to_vec(),
+                run_id: run.map(str::to_owned),
+                before: before.map(str::to_owned),
+                limit,
+            };
+            let rows = ok(store.approvals(&query).await);
+            rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+    assert_eq!(
+        list(&[], None, None, 0).await,
+        ["b2", "a3", "a2", "b1", "a1"],
+        "newest first; b2 and a3 were created at the same time, so by id"
+    );
+    assert_eq!(
+        list(&[Pending], None, None, 0).await,
+        ["b2", "a3", "b1", "a1"]
+    );
+    assert_eq!(list(&[Approved], None, None, 0).await, ["a2"]);
+    assert_eq!(
+        list(&[Pending, Approved], None, None, 0).await,
+        ["b2", "a3", "a2", "b1", "a1"]
+    );
+    assert_eq!(
+        list(&[Edited, Rejected], None, None, 0).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(list(&[], Some("run-a"), None, 0).await, ["a3", "a2", "a1"]);
+    assert_eq!(list(&[Pending], Some("run-a"), None, 0).await, ["a3", "a1"]);
+    assert_eq!(
+        list(&[], Some("run-none"), None, 0).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(list(&[], None, Some("a3"), 0).await, ["a2", "b1", "a1"]);
+    assert_eq!(
+        list(&[], None, Some("b2"), 0).await,
+        ["a3", "a2", "b1", "a1"],
+        "a3 was created with b2 but sorts after it, so it is older"
+    );
+    assert_eq!(list(&[], None, Some("a1"), 0).await, Vec::<String>::new());
+    assert_eq!(list(&[Pending], None, Some("a3"), 0).await, ["b1", "a1"]);
+    assert_eq!(list(&[], Some("run-b"), Some("b2"), 0).await, ["b1"]);
+    assert_eq!(list(&[], None, None, 2).await, ["b2", "a3"]);
+
+    // Paging through everything, two at a time.
+    let mut pages = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = list(&[], None, before.as_deref(), 2).await;
+        let Some(last) = page.last() else { break };
+        before = Some(last.clone());
+        pages.push(page);
+    }
+    assert_eq!(pages, [vec!["b2", "a3"], vec!["a2", "b1"], vec!["a1"]]);
+}
+
+/// A limit of 0 lists the newest 50.
+pub async fn listings_default_to_50_rows(store: Arc<dyn Store>) {
+    let mut create = append("run-01", 0, vec![started("Email everyone")]);
+    create.run.created_at = 1;
+    create.approvals = (1..=55)
+        .map(|n| {
+            approval_row(
+                &format!("appr-{n:02}"),
+                "run-01",
+                ApprovalStatus::Pending,
+                n,
+            )
+        })
+        .collect();
+    ok(store.append(create).await);
+    for n in 2..=55 {
+        let mut run = append(&format!("run-{n:02}"), 0, vec![started("Email someone")]);
+        run.run.created_at = n;
+        ok(store.append(run).await);
+    }
+    let approvals = ok(store.approvals(&ApprovalQuery::default()).await);
+    assert_eq!(approvals.len(), 50);
+    assert_eq!(
+        (approvals[0].id.as_str(), approvals[49].id.as_str()),
+        ("appr-55", "appr-06")
+    );
+    let runs = ok(store.runs(&RunQuery::default()).await);
+    assert_eq!(runs.len(), 50);
+    assert_eq!(
+        (runs[0].id.as_str(), runs[49].id.as_str()),
+        ("run-55", "run-06")
+    );
+}
+
+/// Unknown runs, approvals and grants are [`StoreError::NotFound`], naming
+/// what was asked for.
+pub async fn unknown_ids_are_not_found(store: Arc<dyn Store>) {
+    ok(store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await);
+    assert_not_found(store.load("nope").await, "run", "nope");
+    assert_not_found(store.approval("nope").await, "approval", "nope");
+    assert_not_found(
+        store
+            .approvals(&ApprovalQuery {
+                before: Some("nope".to_owned()),
+                ..ApprovalQuery::default()
+            })
+            .await,
+        "approval",
+        "nope",
+    );
+    assert_not_found(store.use_grant("nope").await, "grant", "nope");
+    assert_not_found(
+        store.revoke_grant("nope", "carol", 500).await,
+        "grant",
+        "nope",
+    );
+    assert_eq!(
+        seqs(&verified_audit(&*store).await),
+        vec![1],
+        "a revocation of an unknown grant adds no audit entry"
+    );
+}
+
+/// Grants made by appends are listed newest first; counted grants count
+/// down to false, uncounted ones stay usable; a revocation is recorded
+/// once, and a revoked grant is used no more.
+pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
+    let counted = grant("g-uses", uses(2), 100);
+    let for_run = grant(
+        "g-run",
+        GrantScope::Run {
+            run_id: "run-1".to_owned(),
+        },
+        200,
+    );
+    let until = grant("g-until", GrantScope::Until { until: 10_000 }, 300);
+    let mut create = append(
+        "run-1",
+        0,
+        vec![
+            started("Email Bob"),
+            model_turn("call-1", "bob@example.com"),
+            requested("call-1", "appr-1", "bob@example.com"),
+            decided("appr-1", "bob@example.com", Some(counted.clone())),
+        ],
+    );
+    create.grants = vec![counted.clone(), for_run.clone(), until.clone()];
+    ok(store.append(create).await);
+    assert_eq!(
+        ok(store.grants().await),
+        vec![until.clone(), for_run.clone(), counted.clone()],
+        "grants are listed newest first, as made"
+    );
+
+    assert!(ok(store.use_grant("g-uses").await));
+    assert!(ok(store.use_grant("g-uses").await));
+    assert!(
+        !ok(store.use_grant("g-uses").await),
+        "a grant of 2 uses covers 2 calls"
+    );
+    assert!(!ok(store.use_grant("g-uses").await));
+    for _ in 0..3 {
+        assert!(
+            ok(store.use_grant("g-run").await),
+            "a grant without a use count is always usable"
+        );
+    }
+
+    assert!(ok(store.revoke_grant("g-run", "carol", 500).await));
+    assert!(
+        !ok(store.revoke_grant("g-run", "dave", 600).await),
+        "a second revocation reports that the grant was revoked already"
+    );
+    assert!(
+        !ok(store.use_grant("g-run").await),
+        "a revoked grant is used no more"
+    );
+    assert!(ok(store.revoke_grant("g-uses", "carol", 700).await));
+
+    let grants = ok(store.grants().await);
+    let revoked = |grant: &Grant, by: &str, at| Grant {
+        revoked: Some(Revocation {
+            by: by.to_owned(),
+            at,
+        }),
+        ..grant.clone()
+    };
+    let used_up = Grant {
+        uses_left: Some(0),
+        ..counted
+    };
+    assert_eq!(
+        grants,
+        vec![
+            until,
+            revoked(&for_run, "carol", 500),
+            revoked(&used_up, "carol", 700)
+        ],
+        "revoked grants are listed with their first revocation, and counted grants with their uses left"
+    );
+    let kinds: Vec<String> = verified_audit(&*store)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds[4..],
+        ["grant_revoked", "grant_revoked"],
+        "each revocation is one audit entry; the repeated one adds none"
+    );
+}
+
+/// Every event of every run is an audit entry: numbered from 1 across
+/// runs with no gaps, at the time it was appended, with its run, kind and
+/// JSON; the chain verifies with the store's public key, and decisions are
+/// signed (other events are not).
+pub async fn audit_log_chains_across_runs_and_verifies(store: Arc<dyn Store>) {
+    let before = now();
+    let steps: Vec<(&str, Vec<Event>)> = vec![
+        (
+            "run-a",
+            vec![
+                started("Email Bob"),
+                model_turn("call-1", "bob@example.com"),
+                requested("call-1", "appr-1", "bob@example.com"),
+            ],
+        ),
+        ("run-b", vec![started("Email Carol")]),
+        (
+            "run-a",
+            vec![
+                decided("appr-1", "bob@example.com", None),
+                tool_started("call-1", "bob@example.com"),
+                tool_finished("call-1"),
+            ],
+        ),
+        ("run-b", vec![model_turn("call-2", "carol@example.com")]),
+        ("run-a", vec![run_completed()]),
+    ];
+    let mut versions = std::collections::HashMap::new();
+    let mut expected: Vec<(&str, Event)> = Vec::new();
+    for (run_id, events) in steps {
+        let version: &mut u64 = versions.entry(run_id).or_default();
+        *version = ok(store.append(append(run_id, *version, events.clone())).await);
+        expected.extend(events.into_iter().map(|event| (run_id, event)));
+    }
+    let after = now();
+
+    let entries = verified_audit(&*store).await;
+    assert_eq!(
+        seqs(&entries),
+        (1..=expected.len() as u64).collect::<Vec<_>>()
+    );
+    for (entry, (run_id, event)) in entries.iter().zip(&expected) {
+        assert_eq!(
+            entry.run_id.as_deref(),
+            Some(*run_id),
+            "entry {}",
+            entry.seq
+        );
+        assert_eq!(entry.kind, event.kind(), "entry {}", entry.seq);
+        let body: Event = serde_json::from_str(&entry.body).unwrap_or_else(|error| {
+            panic!(
+                "entry {} is not an event ({error}): {}",
+                entry.seq, entry.body
+            )
+        });
+        assert_eq!(&body, event, "entry {} holds its event", entry.seq);
+        assert_recent(entry.at, before, after);
+        assert_eq!(
+            entry.signature.is_some(),
+            is_signed_kind(&entry.kind),
+            "entry {} ({}): decisions are signed, other events are not",
+            entry.seq,
+            entry.kind
+        );
+    }
+    let mut verifier = Verifier::new(&ok(store.public_key().await));
+    for entry in &entries {
+        verifier.check(entry).unwrap();
+    }
+    assert_eq!(
+        verifier.verified().signatures,
+        1,
+        "the one decision is signed"
+    );
+
+    // The runs' logs and the audit log are the same records.
+    let run_a = ok(store.load("run-a").await);
+    let audit_a: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| e.run_id.as_deref() == Some("run-a"))
+        .collect();
+    assert_eq!(run_a.len(), audit_a.len());
+    for (stored, entry) in run_a.iter().zip(audit_a) {
+        assert_eq!(
+            stored.at, entry.at,
+            "event {} of run-a and entry {}",
+            stored.seq, entry.seq
+        );
+    }
+    assert_eq!(ok(store.public_key().await), ok(store.public_key().await));
+}
+
+/// Revoking a grant adds a signed audit entry with no run, of kind
+/// `grant_revoked`, whose body names the grant, who revoked it and when.
+pub async fn grant_revocation_is_a_signed_audit_entry(store: Arc<dyn Store>) {
+    let mut create = append("run-1", 0, vec![started("Email Bob")]);
+    create.grants = vec![grant("g-1", uses(3), 100)];
+    ok(store.append(create).await);
+    let before = now();
+    assert!(ok(store.revoke_grant("g-1", "carol", 1_234).await));
+    let after = now();
+
+    let entries = verified_audit(&*store).await;
+    assert_eq!(seqs(&entries), vec![1, 2]);
+    let entry = &entries[1];
+    assert_eq!(entry.run_id, None, "a grant's entry belongs to no run");
+    assert_eq!(entry.kind, "grant_revoked");
+    assert!(entry.signature.is_some(), "a revocation is signed");
+    assert_recent(entry.at, before, after);
+    let body: Value = serde_json::from_str(&entry.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"type": "grant_revoked", "grant_id": "g-1", "by": "carol", "at": 1_234})
+    );
+}
+
+/// `audit(after, limit)` pages through the log oldest first.
+pub async fn audit_pages_oldest_first(store: Arc<dyn Store>) {
+    let events = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+        requested("call-1", "appr-1", "bob@example.com"),
+        decided("appr-1", "bob@example.com", None),
+        tool_started("call-1", "bob@example.com"),
+    ];
+    ok(store.append(append("run-1", 0, events)).await);
+    let page = |after, limit| {
+        let store = Arc::clone(&store);
+        async move { seqs(&ok(store.audit(after, limit).await)) }
+    };
+    assert_eq!(page(0, 2).await, [1, 2]);
+    assert_eq!(page(2, 2).await, [3, 4]);
+    assert_eq!(page(4, 2).await, [5]);
+    assert_eq!(page(5, 2).await, Vec::<u64>::new());
+    assert_eq!(page(0, 100).await, [1, 2, 3, 4, 5]);
+    assert_eq!(page(3, 100).await, [4, 5]);
+}
+
+// ---------------------------------------------------------------------
+// Building blocks.
+// ---------------------------------------------------------------------
+
+/// How far a store's clock may be from this process's (a database server
+/// may run on another host).
+const CLOCK_SLACK_MS: i64 = 5_000;
+
+fn now() -> i64 {
+    toolgate_core::time::to_millis(SystemTime::now())
+}
+
+fn assert_recent(at: i64, before: i64, after: i64) {
+    assert!(
+        (before - CLOCK_SLACK_MS..=after + CLOCK_SLACK_MS).contains(&at),
+        "`at` is the store's clock when it appended ({at}), between {before} and {after}"
+    );
+}
+
+fn ok<T>(result: Result<T, StoreError>) -> T {
+    result.unwrap_or_else(|error| panic!("the store failed: {error} ({error:?})"))
+}
+
+fn assert_conflict(result: Result<u64, StoreError>, run_id: &str, expected: u64, actual: u64) {
+    match result {
+        Err(StoreError::Conflict {
+            run_id: id,
+            expected: e,
+            actual: a,
+        }) => assert_eq!(
+            (id.as_str(), e, a),
+            (run_id, expected, actual),
+            "the conflict names the run, the version expected and the version found"
+        ),
+        other => panic!(
+            "expected a conflict on {run_id} (expected {expected}, found {actual}), got {other:?}"
+        ),
+    }
+}
+
+fn assert_not_found<T: Debug>(result: Result<T, StoreError>, what: &str, id: &str) {
+    match result {
+        Err(StoreError::NotFound { what: w, id: i }) => {
+            assert_eq!(
+                (w, i.as_str()),
+                (what, id),
+                "NotFound names what was asked for"
+            );
+        }
+        other => panic!("expected {what} {id} not to be found, got {other:?}"),
+    }
+}
+
+/// Runs two appends to `run_id` at `expected` at the same moment; exactly
+/// one must win. Returns which.
+async fn race_appends(
+    store: &Arc<dyn Store>,
+    run_id: &str,
+    expected: u64,
+    events: [Event; 2],
+) -> usize {
+    let barrier = Arc::new(Barrier::new(2));
+    let tasks = events.map(|event| {
+        let store = Arc::clone(store);
+        let barrier = Arc::clone(&barrier);
+        let append = append(run_id, expected, vec![event]);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store.append(append).await
+        })
+    });
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("an append task panicked"));
+    }
+    let winners: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+    let [winner] = winners[..] else {
+        panic!(
+            "exactly one of two appends to {run_id} at version {expected} must win: {results:?}"
+        );
+    };
+    assert_eq!(ok(results.remove(winner)), expected + 1);
+    assert_conflict(results.remove(0), run_id, expected, expected + 1);
+    winner
+}
+
+/// The whole audit log, checked entry by entry with the store's key.
+async fn verified_audit(store: &dyn Store) -> Vec<AuditEntry> {
+    let key = ok(store.public_key().await);
+    let mut verifier = Verifier::new(&key);
+    let mut entries = Vec::new();
+    loop {
+        let after = entries.last().map_or(0, |e: &AuditEntry| e.seq);
+        let page = ok(store.audit(after, 100).await);
+        if page.is_empty() {
+            break;
+        }
+        for entry in &page {
+            verifier
+                .check(entry)
+                .unwrap_or_else(|broken| panic!("the audit log does not verify: {broken}"));
+        }
+        entries.extend(page);
+    }
+    entries
+}
+
+fn seqs(entries: &[AuditEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+/// Building blocks for a store's own tests: real events of one run that
+/// emails Bob, and the rows and grants that go with them.
+pub mod fixtures {
+    use serde_json::{Map, Value, json};
+    use toolgate_core::grant::{Grant, GrantScope};
+    use toolgate_core::policy::AskSpec;
+    use toolgate_core::run::{ApprovalStatus, Decision, Event, Outcome};
+    use toolgate_core::store::{Append, ApprovalRow, RunRow};
+    use toolgate_core::{AiMessage, Fingerprint, Message, ToolCall};
+
+    /// An append with a run row that says `running`, created at 1000.
+    pub fn append(run_id: &str, expected_version: u64, events: Vec<Event>) -> Append {
+        let version = expected_version + events.len() as u64;
+        Append {
+            run_id: run_id.to_owned(),
+            expected_version,
+            events,
+            run: run_row(run_id, version),
+            approvals: Vec::new(),
+            grants: Vec::new(),
+        }
+    }
+
+    /// A `running` run row of `version` events, created at 1000.
+    pub fn run_row(id: &str, version: u64) -> RunRow {
+        RunRow {
+            id: id.to_owned(),
+            status: "running".to_owned(),
+            thread: Some("thread-1".to_owned()),
+            prompt: "Email Bob".to_owned(),
+            created_at: 1_000,
+            updated_at: 1_000 + version as i64,
+            version,
+        }
+    }
+
+    /// An approval of an email to Bob, by two of `group:ops` and
+    /// `user:alice`, expiring a minute after it was made.
+    pub fn approval_row(
+        id: &str,
+        run_id: &str,
+        status: ApprovalStatus,
+        created_at: i64,
+    ) -> ApprovalRow {
+        ApprovalRow {
+            id: id.to_owned(),
+            run_id: run_id.to_owned(),
+            call_id: format!("call-{id}"),
+            tool: "send_email".to_owned(),
+            args: args("bob@example.com"),
+            fingerprint: fingerprint("bob@example.com"),
+            status,
+            rule: "emails need a look".to_owned(),
+            quorum: 2,
+            approvers: vec!["group:ops".to_owned(), "user:alice".to_owned()],
+            created_at,
+            expires_at: Some(created_at + 60_000),
+            decided_by: None,
+            decided_at: None,
+        }
+    }
+
+    /// A grant by bob for `send_*` to `@example.com` addresses, made by
+    /// the decision on `appr-1`; `uses` grants start with all their uses.
+    pub fn grant(id: &str, scope: GrantScope, created_at: i64) -> Grant {
+        Grant {
+            id: id.to_owned(),
+            tool: "send_*".to_owned(),
+            when: Some(r#"args.to.endsWith("@example.com")"#.to_owned()),
+            uses_left: match scope {
+                GrantScope::Uses { uses } => Some(uses),
+                _ => None,
+            },
+            scope,
+            created_by: "bob".to_owned(),
+            created_at,
+            approval_id: Some("appr-1".to_owned()),
+            revoked: None,
+        }
+    }
+
+    /// The scope of a grant for `uses` calls.
+    pub fn uses(uses: u32) -> GrantScope {
+        GrantScope::Uses { uses }
+    }
+
+    /// The `send_email` tool's argument schema.
+    pub fn schema() -> Value {
+        json!({"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]})
+    }
+
+    /// Arguments of `send_email` to `to`.
+    pub fn args(to: &str) -> Map<String, Value> {
+        Map::from_iter([("to".to_owned(), Value::from(to))])
+    }
+
+    /// The fingerprint of a `send_email` call to `to`.
+    pub fn fingerprint(to: &str) -> Fingerprint {
+        Fingerprint::of_call("send_email", &args(to), &schema())
+    }
+
+    /// A run by alice in `thread-1`, asked `prompt`.
+    pub fn started(prompt: &str) -> Event {
+        Event::RunStarted {
+            messages: vec![Message::human(prompt)],
+            thread: Some("thread-1".to_owned()),
+            principal: Some("alice".to_owned()),
+        }
+    }
+
+    /// The model calls `send_email` to `to`.
+    pub fn model_turn(call_id: &str, to: &str) -> Event {
+        Event::ModelTurn {
+            message: AiMessage::with_tool_calls([ToolCall::new(
+                call_id,
+                "send_email",
+                Value::Object(args(to)),
+            )]),
+        }
+    }
+
+    /// The call waits for an approval.
+    pub fn requested(call_id: &str, approval_id: &str, to: &str) -> Event {
+        Event::ApprovalRequested {
+            call_id: call_id.to_owned(),
+            approval_id: approval_id.to_owned(),
+            fingerprint: fingerprint(to),
+            ask: AskSpec::default(),
+            requested_at: 1_000,
+            expires_at: Some(1_000_000),
+            description: "Sends an email.".to_owned(),
+            schema: schema(),
+        }
+    }
+
+    /// bob approves the call, maybe granting later ones too.
+    pub fn decided(approval_id: &str, to: &str, grant: Option<Grant>) -> Event {
+        Event::DecisionRecorded {
+            approval_id: approval_id.to_owned(),
+            decision: Decision::Approve,
+            principal: "bob".to_owned(),
+            fingerprint: fingerprint(to),
+            grant,
+        }
+    }
+
+    /// The tool starts.
+    pub fn tool_started(call_id: &str, to: &str) -> Event {
+        Event::ToolStarted {
+            call_id: call_id.to_owned(),
+            args: args(to),
+        }
+    }
+
+    /// The tool returns `"sent"`.
+    pub fn tool_finished(call_id: &str) -> Event {
+        Event::ToolFinished {
+            call_id: call_id.to_owned(),
+            outcome: Outcome::Output {
+                output: json!("sent"),
+            },
+        }
+    }
+
+    /// The run ends with an answer.
+    pub fn run_completed() -> Event {
+        Event::RunCompleted {
+            answer: "Done.".to_owned(),
+        }
+    }
+}

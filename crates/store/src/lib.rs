@@ -1,0 +1,29 @@
+//! Stores for toolgate: where runs, approvals, grants and the audit log live.
+//!
+//! [`SqliteStore`] keeps everything in one SQLite file: embedded, zero
+//! set-up, the default. It implements [`toolgate_core::store::Store`], whose
+//! documentation gives the contract every store keeps.
+//!
+//! With the `conformance` feature, the `conformance` module holds the checks
+//! of that contract and `store_conformance_tests!` turns them into tests, so
+//! that every implementation (SQLite here, PostgreSQL later) passes the same
+//! ones.
+//!
+//! # Example
+//!
+//! ```
+//! use toolgate_core::store::Store;
+//! use toolgate_store::SqliteStore;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("toolgate.db")).unwrap();
+//! assert_eq!(store.audit(0, 10).await.unwrap(), vec![]);
+//! # });
+//! ```
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::{SqliteStore, WriterStats};

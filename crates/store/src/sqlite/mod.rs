@@ -1,0 +1,303 @@
+//! [`SqliteStore`]: the store in one SQLite file.
+//!
+//! One writer thread owns the write connection and commits appends in
+//! groups (see `writer`); reads run on a small pool of read connections
+//! beside it (see `read`). The schema and its migrations are in `schema`.
+
+mod error;
+mod read;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use toolgate_core::audit::AuditEntry;
+use toolgate_core::grant::Grant;
+use toolgate_core::store::{
+    Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+};
+
+use self::read::Readers;
+use self::writer::{Counters, PreparedAppend, Request, Revoke};
+
+/// The store in one SQLite file: embedded, zero set-up.
+///
+/// Appends are durable when they return (the write-ahead log is synced at
+/// every commit), and concurrent appends share commits, so that many runs
+/// can write at once without each waiting for its own sync. Reads run
+/// beside writes.
+///
+/// The file also holds the store's Ed25519 signing key, made when the
+/// store is created: anyone who can read the file can sign as the store,
+/// so it is created readable by its owner only.
+///
+/// One process should write a store at a time; a second one (a command
+/// line tool deciding an approval, say) is safe but waits for the first's
+/// commits. For several processes or hosts, use PostgreSQL.
+///
+/// Listing limits of 0 mean 50, for [`Store::audit`] too.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` only while dropping, to stop the writer.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Arc<Readers>,
+    public_key: [u8; 32],
+    counters: Arc<Counters>,
+}
+
+/// How well group commit is grouping, since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Write requests served (appends, grant uses and revocations).
+    pub requests: u64,
+    /// Transactions committed: each one sync of the disk.
+    pub transactions: u64,
+    /// The most requests one transaction held.
+    pub largest_batch: u64,
+}
+
+impl SqliteStore {
+    /// Opens the store in the file at `path`, creating it (and its parent
+    /// directories) if it does not exist, and upgrading its schema if an
+    /// older toolgate wrote it.
+    ///
+    /// # Errors
+    ///
+    /// The path is a directory, the file cannot be read or written, it is
+    /// not a toolgate store (another file, or another program's SQLite
+    /// database), or a newer toolgate wrote it.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        create_file(&path)?;
+        let opened = schema::open_writer(&path)?;
+        let public_key = opened.signer.public_key();
+        let counters = Arc::new(Counters::default());
+        let (requests, writer) = writer::spawn(opened, &path, Arc::clone(&counters))?;
+        Ok(SqliteStore {
+            readers: Arc::new(Readers::new(&path)),
+            path,
+            requests: Some(requests),
+            writer: Some(writer),
+            public_key,
+            counters,
+        })
+    }
+
+    /// The file the store is in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How well group commit is grouping: requests per transaction.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            largest_batch: self.counters.largest.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the writer to do something, and waits until it is committed
+    /// (or has failed).
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(writer::Reply<T>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || {
+            StoreError::Backend(
+                format!(
+                    "the writer of the store {} has stopped (it failed; see the messages \
+                     before this one); open the store again",
+                    self.path.display()
+                )
+                .into(),
+            )
+        };
+        let requests = self.requests.as_ref().ok_or_else(stopped)?;
+        requests.send(request(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("public_key", &toolgate_core::audit::hex(&self.public_key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Stops the writer and waits for it, so that the file is closed (and
+    /// its write-ahead log checkpointed) when the store is gone. Nothing
+    /// is lost either way: every acknowledged append is committed already.
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, append: Append) -> Result<u64, StoreError> {
+        let append = Box::new(PreparedAppend::new(append)?);
+        self.write(|reply| Request::Append(append, reply)).await
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers
+            .run(move |conn| read::load(conn, &run_id))
+            .await
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        let query = query.clone();
+        self.readers.run(move |conn| read::runs(conn, &query)).await
+    }
+
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRow>, StoreError> {
+        let query = query.clone();
+        self.readers
+            .run(move |conn| read::approvals(conn, &query))
+            .await
+    }
+
+    async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |conn| read::approval(conn, &id))
+            .await
+    }
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.readers.run(read::grants).await
+    }
+
+    async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(|reply| Request::UseGrant(id, reply)).await
+    }
+
+    async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
+        let revoke = Revoke {
+            id: id.to_owned(),
+            by: by.to_owned(),
+            at,
+        };
+        self.write(|reply| Request::RevokeGrant(revoke, reply))
+            .await
+    }
+
+    async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.readers
+            .run(move |conn| read::audit(conn, after, limit))
+            .await
+    }
+
+    async fn public_key(&self) -> Result<[u8; 32], StoreError> {
+        Ok(self.public_key)
+    }
+}
+
+/// Makes sure `path` can be a store file: not a directory, with its
+/// directory in place. A new file is created readable by its owner only,
+/// since it will hold the signing key; SQLite gives its `-wal` and `-shm`
+/// files the same permissions.
+fn create_file(path: &Path) -> Result<(), StoreError> {
+    let cannot = |why: String| {
+        StoreError::Backend(format!("cannot open the store {}: {why}", path.display()).into())
+    };
+    if path.is_dir() {
+        return Err(cannot(format!(
+            "it is a directory; give the path of a file, such as {}",
+            path.join("toolgate.db").display()
+        )));
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            cannot(format!(
+                "cannot create its directory {}: {error}",
+                parent.display()
+            ))
+        })?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(cannot(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params_from_iter};
+    use toolgate_core::run::ApprovalStatus;
+    use toolgate_core::store::ApprovalQuery;
+
+    use super::*;
+
+    /// SQLite's plan for a query, one step a line.
+    fn plan(conn: &Connection, sql: &str, values: Vec<rusqlite::types::Value>) -> String {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = statement
+            .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+            .unwrap();
+        steps.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
+    }
+
+    #[test]
+    fn approval_listings_are_index_scans_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolgate.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let pending = ApprovalQuery {
+            statuses: vec![ApprovalStatus::Pending],
+            ..ApprovalQuery::default()
+        };
+        let of_run = ApprovalQuery {
+            run_id: Some("run-1".to_owned()),
+            ..ApprovalQuery::default()
+        };
+        let cases = [
+            (pending.clone(), None, "approvals_by_status"),
+            (pending.clone(), Some((100, "a1")), "approvals_by_status"),
+            (ApprovalQuery::default(), None, "approvals_newest"),
+            (
+                ApprovalQuery::default(),
+                Some((100, "a1")),
+                "approvals_newest",
+            ),
+            (of_run, None, "approvals_by_run"),
+        ];
+        for (query, before, index) in cases {
+            let (sql, values) = read::approvals_sql(&query, before);
+            let plan = plan(&conn, &sql, values);
+            println!("{query:?} {before:?}:\n{plan}\n");
+            assert!(
+                plan.contains(index),
+                "{query:?} {before:?} uses {index}:\n{plan}"
+            );
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "{query:?} {before:?} sorts:\n{plan}"
+            );
+        }
+    }
+}

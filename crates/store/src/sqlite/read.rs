@@ -1,0 +1,417 @@
+//! Reads: a small pool of read connections, and the queries they run.
+//!
+//! In WAL mode readers see the last commit and never wait for the writer,
+//! so loads and listings run beside group commits, each on a blocking
+//! thread of tokio's pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::types::{FromSql, Value};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tokio::sync::Semaphore;
+use toolgate_core::audit::AuditEntry;
+use toolgate_core::grant::{Grant, Revocation};
+use toolgate_core::run::{ApprovalStatus, Event};
+use toolgate_core::store::{ApprovalQuery, ApprovalRow, RunQuery, RunRow, StoreError, StoredEvent};
+
+use super::error::{corrupt, failed, sqlite_failed};
+use super::schema::open_reader;
+
+/// How many reads run at once; each has its own connection.
+const READERS: usize = 4;
+
+/// What a listing returns when asked for 0 rows.
+const DEFAULT_LIMIT: usize = 50;
+
+/// The read connections, opened as needed and kept for reuse.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection, so that a burst of reads queues here
+    /// instead of opening connection after connection.
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: &Path) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::with_capacity(READERS)),
+            permits: Arc::new(Semaphore::new(READERS)),
+        }
+    }
+
+    /// Runs `read` on a read connection, on a blocking thread.
+    pub(crate) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|error| failed("cannot read the store", error))?;
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = match readers.idle().pop() {
+                Some(conn) => conn,
+                None => open_reader(&readers.path)?,
+            };
+            let result = read(&conn);
+            readers.idle().push(conn);
+            result
+        })
+        .await
+        .map_err(|error| {
+            failed(
+                format!("a read of the store {} failed", self.path.display()),
+                error,
+            )
+        })?
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while the lock was held cannot leave the list of idle
+        // connections half-changed: push and pop are single steps.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A column's value; a value of the wrong type means the data is not what
+/// toolgate wrote.
+fn get<T: FromSql>(
+    row: &Row<'_>,
+    index: usize,
+    what: &dyn Fn() -> String,
+) -> Result<T, StoreError> {
+    row.get(index).map_err(|error| {
+        corrupt(format!(
+            "{} has a column toolgate did not write: {error}",
+            what()
+        ))
+    })
+}
+
+/// JSON that toolgate wrote, read back.
+fn json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &dyn Fn() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| {
+        corrupt(format!(
+            "{} cannot be read ({error}); it was changed outside toolgate, or written by a newer toolgate",
+            what()
+        ))
+    })
+}
+
+fn count(n: i64, what: &dyn Fn() -> String) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(format!("{} has a negative count ({n})", what())))
+}
+
+fn limit(limit: usize) -> i64 {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// `?, ?, ?` for `n` parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A run's log, oldest first.
+pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+    let what = || format!("cannot load run {run_id}");
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT e.run_seq, e.at, e.body FROM events e
+             WHERE e.run = (SELECT rid FROM runs WHERE id = ?1)
+             ORDER BY e.run_seq",
+        )
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query([run_id])
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        let expected = events.len() as u64 + 1;
+        let entry = || format!("event {expected} of run {run_id}");
+        let seq = count(get(row, 0, &entry)?, &entry)?;
+        if seq != expected {
+            return Err(corrupt(format!(
+                "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
+                expected - 1
+            )));
+        }
+        let body: String = get(row, 2, &entry)?;
+        events.push(StoredEvent {
+            run_id: run_id.to_owned(),
+            seq,
+            at: get(row, 1, &entry)?,
+            event: json::<Event>(&body, &entry)?,
+        });
+    }
+    if events.is_empty() {
+        return Err(StoreError::NotFound {
+            what: "run",
+            id: run_id.to_owned(),
+        });
+    }
+    Ok(events)
+}
+
+/// Runs, newest first.
+pub(crate) fn runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+    let what = || "cannot list runs".to_owned();
+    let mut sql =
+        "SELECT id, status, thread, prompt, created_at, updated_at, version FROM runs".to_owned();
+    let mut values: Vec<Value> = Vec::new();
+    if !query.statuses.is_empty() {
+        sql += &format!(" WHERE status IN ({})", placeholders(query.statuses.len()));
+        values.extend(query.statuses.iter().map(|s| Value::Text(s.clone())));
+    }
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?";
+    values.push(Value::Integer(limit(query.limit)));
+    let mut statement = conn
+        .prepare_cached(&sql)
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query(params_from_iter(values))
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        let id: String = get(row, 0, &what)?;
+        let what = || format!("run {id}");
+        runs.push(RunRow {
+            status: get(row, 1, &what)?,
+            thread: get(row, 2, &what)?,
+            prompt: get(row, 3, &what)?,
+            created_at: get(row, 4, &what)?,
+            updated_at: get(row, 5, &what)?,
+            version: count(get(row, 6, &what)?, &what)?,
+            id,
+        });
+    }
+    Ok(runs)
+}
+
+/// The columns of an approval row, in the order [`approval_row`] reads.
+const APPROVAL_COLUMNS: &str = "a.id, (SELECT id FROM runs WHERE rid = a.run), a.call_id, \
+    a.tool, a.args, a.fingerprint, a.status, a.rule, a.quorum, a.approvers, a.created_at, \
+    a.expires_at, a.decided_by, a.decided_at";
+
+fn approval_row(row: &Row<'_>) -> Result<ApprovalRow, StoreError> {
+    let id: String = get(row, 0, &|| "an approval".to_owned())?;
+    let what = || format!("approval {id}");
+    let status: String = get(row, 6, &what)?;
+    let args: String = get(row, 4, &what)?;
+    let approvers: String = get(row, 9, &what)?;
+    let fingerprint: String = get(row, 5, &what)?;
+    Ok(ApprovalRow {
+        run_id: get(row, 1, &what)?,
+        call_id: get(row, 2, &what)?,
+        tool: get(row, 3, &what)?,
+        args: json(&args, &what)?,
+        // A fingerprint is its hex text; serde is the one way to make one
+        // from text.
+        fingerprint: serde_json::from_value(serde_json::Value::String(fingerprint))
+            .map_err(|error| corrupt(format!("{} has a bad fingerprint: {error}", what())))?,
+        status: ApprovalStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("{} has the unknown status `{status}`", what())))?,
+        rule: get(row, 7, &what)?,
+        quorum: get(row, 8, &what)?,
+        approvers: json(&approvers, &what)?,
+        created_at: get(row, 10, &what)?,
+        expires_at: get(row, 11, &what)?,
+        decided_by: get(row, 12, &what)?,
+        decided_at: get(row, 13, &what)?,
+        id: id.clone(),
+    })
+}
+
+/// The SQL and parameters of an approvals listing; `before` is the
+/// creation time and id of the approval to list from.
+pub(crate) fn approvals_sql(
+    query: &ApprovalQuery,
+    before: Option<(i64, &str)>,
+) -> (String, Vec<Value>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    match query.statuses.as_slice() {
+        [] => {}
+        [status] => {
+            conditions.push("a.status = ?".to_owned());
+            values.push(Value::Text(status.as_str().to_owned()));
+        }
+        statuses => {
+            conditions.push(format!("a.status IN ({})", placeholders(statuses.len())));
+            values.extend(statuses.iter().map(|s| Value::Text(s.as_str().to_owned())));
+        }
+    }
+    if let Some(run_id) = &query.run_id {
+        conditions.push("a.run = (SELECT rid FROM runs WHERE id = ?)".to_owned());
+        values.push(Value::Text(run_id.clone()));
+    }
+    if let Some((created_at, id)) = before {
+        // The first term bounds the index range; the second skips the
+        // rows created in the same millisecond that are not older.
+        conditions.push("a.created_at <= ? AND (a.created_at < ? OR a.id < ?)".to_owned());
+        values.push(Value::Integer(created_at));
+        values.push(Value::Integer(created_at));
+        values.push(Value::Text(id.to_owned()));
+    }
+    let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals a");
+    if !conditions.is_empty() {
+        sql += " WHERE ";
+        sql += &conditions.join(" AND ");
+    }
+    sql += " ORDER BY a.created_at DESC, a.id DESC LIMIT ?";
+    values.push(Value::Integer(limit(query.limit)));
+    (sql, values)
+}
+
+/// Approvals, newest first.
+pub(crate) fn approvals(
+    conn: &Connection,
+    query: &ApprovalQuery,
+) -> Result<Vec<ApprovalRow>, StoreError> {
+    let what = || "cannot list approvals".to_owned();
+    let before = match &query.before {
+        None => None,
+        Some(id) => {
+            let created_at: i64 = conn
+                .prepare_cached("SELECT created_at FROM approvals WHERE id = ?1")
+                .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
+                .map_err(|error| sqlite_failed(what(), &error))?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "approval",
+                    id: id.clone(),
+                })?;
+            Some((created_at, id.as_str()))
+        }
+    };
+    let (sql, values) = approvals_sql(query, before);
+    let mut statement = conn
+        .prepare_cached(&sql)
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query(params_from_iter(values))
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut approvals = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        approvals.push(approval_row(row)?);
+    }
+    Ok(approvals)
+}
+
+/// One approval.
+pub(crate) fn approval(conn: &Connection, id: &str) -> Result<ApprovalRow, StoreError> {
+    let what = || format!("cannot read approval {id}");
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals a WHERE a.id = ?1"
+        ))
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query([id])
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    match rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        Some(row) => approval_row(row),
+        None => Err(StoreError::NotFound {
+            what: "approval",
+            id: id.to_owned(),
+        }),
+    }
+}
+
+/// All grants, newest first.
+pub(crate) fn grants(conn: &Connection) -> Result<Vec<Grant>, StoreError> {
+    let what = || "cannot list grants".to_owned();
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT id, tool, condition, scope, uses_left, created_by, created_at, approval_id,
+                    revoked_by, revoked_at
+             FROM grants ORDER BY created_at DESC, id DESC",
+        )
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query([])
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut grants = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        let id: String = get(row, 0, &what)?;
+        let what = || format!("grant {id}");
+        let scope: String = get(row, 3, &what)?;
+        let revoked_by: Option<String> = get(row, 8, &what)?;
+        let revoked_at: Option<i64> = get(row, 9, &what)?;
+        grants.push(Grant {
+            tool: get(row, 1, &what)?,
+            when: get(row, 2, &what)?,
+            scope: json(&scope, &what)?,
+            uses_left: get(row, 4, &what)?,
+            created_by: get(row, 5, &what)?,
+            created_at: get(row, 6, &what)?,
+            approval_id: get(row, 7, &what)?,
+            revoked: match (revoked_by, revoked_at) {
+                (Some(by), Some(at)) => Some(Revocation { by, at }),
+                _ => None,
+            },
+            id,
+        });
+    }
+    Ok(grants)
+}
+
+/// Audit entries after `after`, oldest first.
+pub(crate) fn audit(
+    conn: &Connection,
+    after: u64,
+    max: usize,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let what = || "cannot read the audit log".to_owned();
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT e.seq, e.at, (SELECT id FROM runs WHERE rid = e.run), e.kind, e.body, e.hash,
+                    e.signature
+             FROM events e WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+        )
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let mut rows = statement
+        .query(params![after, limit(max)])
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        let seq: i64 = get(row, 0, &what)?;
+        let what = || format!("audit entry {seq}");
+        let hash: Vec<u8> = get(row, 5, &what)?;
+        let signature: Option<Vec<u8>> = get(row, 6, &what)?;
+        entries.push(AuditEntry {
+            seq: count(seq, &what)?,
+            at: get(row, 1, &what)?,
+            run_id: get(row, 2, &what)?,
+            kind: get(row, 3, &what)?,
+            body: get(row, 4, &what)?,
+            hash: hash.try_into().map_err(|hash: Vec<u8>| {
+                corrupt(format!(
+                    "{} has a hash of {} bytes instead of 32",
+                    what(),
+                    hash.len()
+                ))
+            })?,
+            signature: signature
+                .map(|signature| {
+                    signature.try_into().map_err(|signature: Vec<u8>| {
+                        corrupt(format!(
+                            "{} has a signature of {} bytes instead of 64",
+                            what(),
+                            signature.len()
+                        ))
+                    })
+                })
+                .transpose()?,
+        });
+    }
+    Ok(entries)
+}

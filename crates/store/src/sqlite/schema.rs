@@ -1,0 +1,338 @@
+//! The SQLite schema, its migrations, and opening a connection to a file.
+//!
+//! Migrations are an ordered list of SQL scripts; `PRAGMA user_version`
+//! records how many have run. A database whose version is newer than this
+//! list was written by a newer toolgate and is refused rather than guessed
+//! at.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use toolgate_core::audit::Signer32;
+use toolgate_core::store::StoreError;
+
+use super::error::{corrupt, sqlite_error};
+
+/// `PRAGMA application_id` of a toolgate store ("tgat"), so that another
+/// program's SQLite file is told apart from a toolgate store.
+const APPLICATION_ID: i32 = 0x7467_6174;
+
+/// How long a statement waits for another process's lock before failing.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The migrations, oldest first: the database is at version `n` once the
+/// first `n` have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    -- Key/value settings of the store, such as its signing key.
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+
+    -- One row per run, as listings show it. `rid` is a compact key that
+    -- events and approvals refer to instead of repeating the run's id.
+    CREATE TABLE runs (
+        rid        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        status     TEXT NOT NULL,
+        thread     TEXT,
+        prompt     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version    INTEGER NOT NULL
+    );
+    CREATE INDEX runs_newest ON runs (created_at DESC, id DESC);
+    CREATE INDEX runs_by_status ON runs (status, created_at DESC, id DESC);
+
+    -- The audit log, and with it every run's log: one row per entry. `seq`
+    -- is the global sequence number; run events also have their run and
+    -- their place in its log, grant entries have neither. An entry's
+    -- previous hash is the hash of the row before it, so it is not stored.
+    CREATE TABLE events (
+        seq       INTEGER PRIMARY KEY,
+        run       INTEGER REFERENCES runs (rid),
+        run_seq   INTEGER,
+        at        INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        body      TEXT NOT NULL,
+        hash      BLOB NOT NULL,
+        signature BLOB,
+        CHECK ((run IS NULL) = (run_seq IS NULL))
+    );
+    CREATE UNIQUE INDEX events_by_run ON events (run, run_seq);
+
+    -- One row per approval, as listings show it.
+    CREATE TABLE approvals (
+        id          TEXT PRIMARY KEY,
+        run         INTEGER NOT NULL REFERENCES runs (rid),
+        call_id     TEXT NOT NULL,
+        tool        TEXT NOT NULL,
+        args        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        rule        TEXT NOT NULL,
+        quorum      INTEGER NOT NULL,
+        approvers   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        decided_by  TEXT,
+        decided_at  INTEGER
+    );
+    -- "The newest pending approvals" is the listing people look at most:
+    -- this index answers it by a scan that stops at the limit, with no sort.
+    CREATE INDEX approvals_by_status ON approvals (status, created_at DESC, id DESC);
+    CREATE INDEX approvals_newest ON approvals (created_at DESC, id DESC);
+    CREATE INDEX approvals_by_run ON approvals (run, created_at DESC, id DESC);
+
+    -- Standing approvals.
+    CREATE TABLE grants (
+        id          TEXT PRIMARY KEY,
+        tool        TEXT NOT NULL,
+        condition   TEXT,
+        scope       TEXT NOT NULL,
+        uses_left   INTEGER,
+        created_by  TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        approval_id TEXT,
+        revoked_by  TEXT,
+        revoked_at  INTEGER
+    );
+    CREATE INDEX grants_newest ON grants (created_at DESC, id DESC);
+    "#,
+];
+
+/// What the writer needs from the database when it starts.
+pub(crate) struct Opened {
+    /// The write connection, migrated.
+    pub(crate) conn: Connection,
+    /// The store's signing key.
+    pub(crate) signer: Signer32,
+}
+
+/// Opens the write connection: WAL, full durability, foreign keys, the
+/// schema migrated to this version, and the signing key made on first use.
+pub(crate) fn open_writer(path: &Path) -> Result<Opened, StoreError> {
+    let mut conn = connect(path)?;
+    // WAL lets readers run beside the writer. `synchronous = FULL` syncs
+    // the log at every commit, so an acknowledged append survives a power
+    // cut (NORMAL would only promise it survives a crash of the process).
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|error| open_error(path, error))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(
+            format!(
+                "cannot use the store {}: SQLite could not switch it to write-ahead logging \
+                 (it stays in `{mode}` mode); put the store on a local file system",
+                path.display()
+            )
+            .into(),
+        ));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(|error| open_error(path, error))?;
+    migrate(&mut conn, path)?;
+    let signer = signing_key(&mut conn, path)?;
+    Ok(Opened { conn, signer })
+}
+
+/// Opens a read connection to a store the writer has opened (and so
+/// migrated) already.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = connect(path)?;
+    // Belt and braces: reads never write, whatever a bug might ask.
+    conn.execute_batch("PRAGMA query_only = ON")
+        .map_err(|error| open_error(path, error))?;
+    Ok(conn)
+}
+
+/// A connection with the settings every connection shares.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    // NO_MUTEX: each connection is used by one thread at a time (the
+    // writer's, or a reader taken from the pool), so SQLite's own locking
+    // would only cost time.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|error| open_error(path, error))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|error| open_error(path, error))?;
+    Ok(conn)
+}
+
+/// Brings the schema to this version, in one transaction, or refuses a
+/// database this code cannot use.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| open_error(path, error))?;
+    let version: i64 = pragma(&tx, path, "user_version")?;
+    let application_id: i64 = pragma(&tx, path, "application_id")?;
+    let known = MIGRATIONS.len() as i64;
+    if version == 0 {
+        // A database with tables but no version is another program's:
+        // toolgate does not move in beside its data.
+        let tables: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|error| open_error(path, error))?;
+        if tables > 0 {
+            return Err(corrupt(format!(
+                "{} is an SQLite database of another program, not a toolgate store; \
+                 give toolgate a path of its own",
+                path.display()
+            )));
+        }
+    } else if application_id != i64::from(APPLICATION_ID) {
+        return Err(corrupt(format!(
+            "{} is an SQLite database of another program (application id {application_id:#x}), \
+             not a toolgate store; give toolgate a path of its own",
+            path.display()
+        )));
+    }
+    if version > known {
+        return Err(corrupt(format!(
+            "{} has schema version {version}, but this toolgate knows versions up to {known}: \
+             a newer toolgate wrote it. Upgrade toolgate to use this store",
+            path.display()
+        )));
+    }
+    if version < 0 {
+        return Err(corrupt(format!(
+            "{} has schema version {version}, which no toolgate writes",
+            path.display()
+        )));
+    }
+    for (index, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(script).map_err(|error| {
+            StoreError::Backend(
+                format!(
+                    "cannot upgrade the store {} to schema version {}: {}",
+                    path.display(),
+                    index + 1,
+                    sqlite_error(&error)
+                )
+                .into(),
+            )
+        })?;
+    }
+    // PRAGMA takes no parameters; both values are numbers from this code.
+    tx.execute_batch(&format!(
+        "PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"
+    ))
+    .map_err(|error| open_error(path, error))?;
+    tx.commit().map_err(|error| open_error(path, error))
+}
+
+/// The store's signing key, made (32 random bytes) on first use and kept in
+/// `meta`, so that the same file always signs with the same key.
+fn signing_key(conn: &mut Connection, path: &Path) -> Result<Signer32, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| open_error(path, error))?;
+    let stored: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'signing_key'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|error| open_error(path, error))?;
+    let secret: [u8; 32] = match stored {
+        Some(bytes) => bytes.try_into().map_err(|bytes: Vec<u8>| {
+            corrupt(format!(
+                "the signing key in {} has {} bytes instead of 32",
+                path.display(),
+                bytes.len()
+            ))
+        })?,
+        None => {
+            // `rand::random` draws from the thread's CSPRNG, seeded by the
+            // operating system.
+            let secret: [u8; 32] = rand::random();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('signing_key', ?1)",
+                [&secret[..]],
+            )
+            .map_err(|error| open_error(path, error))?;
+            secret
+        }
+    };
+    tx.commit().map_err(|error| open_error(path, error))?;
+    Ok(Signer32::from_secret(&secret))
+}
+
+fn pragma(tx: &Transaction<'_>, path: &Path, name: &str) -> Result<i64, StoreError> {
+    tx.pragma_query_value(None, name, |row| row.get(0))
+        .map_err(|error| open_error(path, error))
+}
+
+/// An error while opening, naming the file and saying what to do.
+pub(crate) fn open_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let path = path.display();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => corrupt(format!(
+            "{path} is not a toolgate store: it is not an SQLite database. \
+             Give the path of a toolgate store, or of a file that does not exist yet to make one"
+        )),
+        Some(ErrorCode::DatabaseCorrupt) => corrupt(format!(
+            "{path} is damaged ({}); restore it from a backup",
+            sqlite_error(&error)
+        )),
+        Some(ErrorCode::CannotOpen) => StoreError::Backend(
+            format!(
+                "cannot open the store {path}: {}; check that the path is a file this user \
+                 may read and write, in a directory it may write to",
+                sqlite_error(&error)
+            )
+            .into(),
+        ),
+        _ => StoreError::Backend(
+            format!("cannot open the store {path}: {}", sqlite_error(&error)).into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_runs_on_an_empty_database() {
+        let conn = Connection::open_in_memory().unwrap();
+        for script in MIGRATIONS {
+            conn.execute_batch(script).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_writer_syncs_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let Opened { conn, .. } = open_writer(&dir.path().join("toolgate.db")).unwrap();
+        let pragma = |name: &str| -> String {
+            conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+                .map(|value| match value {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(text) => text,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "FULL");
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("user_version"), MIGRATIONS.len().to_string());
+        assert_eq!(pragma("application_id"), APPLICATION_ID.to_string());
+    }
+}

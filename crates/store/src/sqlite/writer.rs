@@ -1,0 +1,690 @@
+//! The writer: one thread owns the write connection and commits requests in
+//! groups.
+//!
+//! A commit at full durability waits for the disk to sync, which takes far
+//! longer than writing a few rows. So the writer takes the first request,
+//! drains whatever else is already queued (up to [`MAX_BATCH`]), runs them
+//! all in one transaction, each in its own savepoint so that a conflict or
+//! an error undoes only that request, commits once, and only then replies
+//! to each. Many concurrent appends thus share one sync.
+//!
+//! The writer keeps the audit log's head (the last entry's sequence number
+//! and hash) in memory, and advances it only for requests whose savepoint
+//! was released and whose transaction committed. If another process wrote
+//! to the file in between (SQLite's `data_version` tells), it reads the
+//! head again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+use toolgate_core::audit::{Signer32, entry_hash, is_signed_kind};
+use toolgate_core::grant::Grant;
+use toolgate_core::store::{Append, ApprovalRow, RunRow, StoreError};
+
+use super::error::{corrupt, failed, sqlite_error, sqlite_failed};
+use super::schema::Opened;
+
+/// The most requests one transaction takes: enough to share a sync widely,
+/// few enough that the first caller in a group is not kept waiting long.
+const MAX_BATCH: usize = 512;
+
+/// How many requests may wait for the writer before callers wait to queue.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// Where the writer sends a request's answer.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What the writer is asked to do.
+pub(crate) enum Request {
+    /// [`toolgate_core::store::Store::append`].
+    Append(Box<PreparedAppend>, Reply<u64>),
+    /// [`toolgate_core::store::Store::use_grant`].
+    UseGrant(String, Reply<bool>),
+    /// [`toolgate_core::store::Store::revoke_grant`].
+    RevokeGrant(Revoke, Reply<bool>),
+}
+
+/// A grant to revoke.
+pub(crate) struct Revoke {
+    pub(crate) id: String,
+    pub(crate) by: String,
+    pub(crate) at: i64,
+}
+
+/// An append, checked and turned into JSON text by the caller, so that the
+/// one writer thread spends its time on nothing but the database.
+pub(crate) struct PreparedAppend {
+    expected_version: u64,
+    /// The run's row; its id is the append's run.
+    run: RunRow,
+    /// Each event's kind and JSON text.
+    events: Vec<(&'static str, String)>,
+    /// Each approval row, with its arguments and approvers as JSON text.
+    approvals: Vec<(ApprovalRow, String, String)>,
+    /// Each grant, with its scope as JSON text.
+    grants: Vec<(Grant, String)>,
+}
+
+impl PreparedAppend {
+    /// Checks an append and serialises what it stores as JSON.
+    pub(crate) fn new(append: Append) -> Result<PreparedAppend, StoreError> {
+        let run_id = &append.run_id;
+        let refuse = |why: String| {
+            StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
+        };
+        if append.events.is_empty() {
+            return Err(refuse("an append needs at least one event".to_owned()));
+        }
+        if append.run.id != *run_id {
+            return Err(refuse(format!(
+                "the run row given is run {}'s",
+                append.run.id
+            )));
+        }
+        if let Some(approval) = append.approvals.iter().find(|a| a.run_id != *run_id) {
+            return Err(refuse(format!(
+                "approval {} belongs to run {}; an append can only change its own run's approvals",
+                approval.id, approval.run_id
+            )));
+        }
+        let json = |what: &dyn Fn() -> String, result: serde_json::Result<String>| {
+            result.map_err(|error| refuse(format!("cannot write {} as JSON: {error}", what())))
+        };
+        let events = append
+            .events
+            .iter()
+            .map(|event| {
+                let body = json(
+                    &|| format!("a {} event", event.kind()),
+                    serde_json::to_string(event),
+                )?;
+                Ok((event.kind(), body))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let approvals = append
+            .approvals
+            .into_iter()
+            .map(|row| {
+                let what = || format!("approval {}", row.id);
+                let args = json(&what, serde_json::to_string(&row.args))?;
+                let approvers = json(&what, serde_json::to_string(&row.approvers))?;
+                Ok((row, args, approvers))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let grants = append
+            .grants
+            .into_iter()
+            .map(|grant| {
+                let scope = json(
+                    &|| format!("grant {}", grant.id),
+                    serde_json::to_string(&grant.scope),
+                )?;
+                Ok((grant, scope))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(PreparedAppend {
+            expected_version: append.expected_version,
+            run: append.run,
+            events,
+            approvals,
+            grants,
+        })
+    }
+}
+
+/// How well group commit is grouping: see [`super::WriterStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) largest: AtomicU64,
+}
+
+/// The last entry of the audit log.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    signer: Signer32,
+    /// The audit log's head as of the last commit.
+    head: Head,
+    /// SQLite's `data_version` as of the last commit: it changes when
+    /// another connection (another process) commits.
+    data_version: i64,
+    counters: Arc<Counters>,
+}
+
+/// What a request came to, kept until the transaction's fate is known.
+enum Done {
+    Version(Reply<u64>, Result<u64, StoreError>),
+    Flag(Reply<bool>, Result<bool, StoreError>),
+}
+
+impl Done {
+    /// The same request, failed because its transaction did not commit.
+    fn failed(self, why: &str) -> Done {
+        match self {
+            Done::Version(reply, _) => Done::Version(reply, Err(failure(why))),
+            Done::Flag(reply, _) => Done::Flag(reply, Err(failure(why))),
+        }
+    }
+
+    fn send(self) {
+        // A caller that stopped waiting (its future was dropped) needs no
+        // answer; what was committed stays committed.
+        match self {
+            Done::Version(reply, result) => drop(reply.send(result)),
+            Done::Flag(reply, result) => drop(reply.send(result)),
+        }
+    }
+}
+
+impl Request {
+    fn failed(self, why: &str) -> Done {
+        match self {
+            Request::Append(_, reply) => Done::Version(reply, Err(failure(why))),
+            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
+                Done::Flag(reply, Err(failure(why)))
+            }
+        }
+    }
+}
+
+fn failure(why: &str) -> StoreError {
+    StoreError::Backend(why.to_owned().into())
+}
+
+/// Starts the writer thread on an opened (and migrated) connection.
+pub(crate) fn spawn(
+    opened: Opened,
+    path: &Path,
+    counters: Arc<Counters>,
+) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), StoreError> {
+    let Opened { conn, signer } = opened;
+    let head = read_head(&conn, path)?;
+    let data_version = data_version(&conn).map_err(|error| {
+        sqlite_failed(format!("cannot open the store {}", path.display()), &error)
+    })?;
+    let writer = Writer {
+        conn,
+        path: path.to_path_buf(),
+        signer,
+        head,
+        data_version,
+        counters,
+    };
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("toolgate-store-writer".to_owned())
+        .spawn(move || writer.run(receiver))
+        .map_err(|error| failed("cannot start the store's writer thread", error))?;
+    Ok((sender, thread))
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone (the store was dropped).
+    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = requests.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+    }
+
+    /// Runs a batch in one transaction and answers each request once the
+    /// transaction's fate is known.
+    fn commit(&mut self, batch: &mut Vec<Request>) {
+        let size = batch.len() as u64;
+        self.counters.requests.fetch_add(size, Ordering::Relaxed);
+        self.counters.largest.fetch_max(size, Ordering::Relaxed);
+        if let Err(why) = self.begin() {
+            for request in batch.drain(..) {
+                request.failed(&why).send();
+            }
+            return;
+        }
+        let now = toolgate_core::time::to_millis(SystemTime::now());
+        let mut head = self.head;
+        // Set when the transaction as a whole is lost: every request of
+        // the batch then fails, whatever it came to on its own.
+        let mut lost: Option<String> = None;
+        let mut done = Vec::with_capacity(batch.len());
+        for request in batch.drain(..) {
+            if let Some(why) = &lost {
+                done.push(request.failed(why));
+                continue;
+            }
+            done.push(match request {
+                Request::Append(append, reply) => {
+                    let result = self.in_savepoint(&mut head, &mut lost, |conn, signer, head| {
+                        append_events(conn, signer, head, &append, now)
+                    });
+                    Done::Version(reply, result)
+                }
+                Request::UseGrant(id, reply) => {
+                    let result =
+                        self.in_savepoint(&mut head, &mut lost, |conn, _, _| use_grant(conn, &id));
+                    Done::Flag(reply, result)
+                }
+                Request::RevokeGrant(revoke, reply) => {
+                    let result = self.in_savepoint(&mut head, &mut lost, |conn, signer, head| {
+                        revoke_grant(conn, signer, head, &revoke, now)
+                    });
+                    Done::Flag(reply, result)
+                }
+            });
+        }
+        if lost.is_none()
+            && let Err(error) = self.conn.execute_batch("COMMIT")
+        {
+            lost = Some(format!(
+                "cannot write to the store {}: {}",
+                self.path.display(),
+                sqlite_error(&error)
+            ));
+        }
+        match lost {
+            None => {
+                self.head = head;
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                done.into_iter().for_each(Done::send);
+            }
+            Some(why) => {
+                if !self.conn.is_autocommit() {
+                    // Nothing of the batch may stay; if even the rollback
+                    // fails, SQLite undoes the transaction when the
+                    // connection next starts one.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                for outcome in done {
+                    outcome.failed(&why).send();
+                }
+            }
+        }
+    }
+
+    /// Starts the batch's transaction, taking the write lock now (a
+    /// deferred transaction could fail to upgrade halfway through), and
+    /// reads the audit head again if another process committed meanwhile.
+    fn begin(&mut self) -> Result<(), String> {
+        let what = || format!("cannot write to the store {}", self.path.display());
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))?;
+        let head = data_version(&self.conn)
+            .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))
+            .and_then(|version| {
+                if version == self.data_version {
+                    return Ok(None);
+                }
+                let head = read_head(&self.conn, &self.path).map_err(|error| error.to_string())?;
+                Ok(Some((head, version)))
+            });
+        match head {
+            Ok(None) => Ok(()),
+            Ok(Some((head, version))) => {
+                self.head = head;
+                self.data_version = version;
+                Ok(())
+            }
+            Err(why) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(why)
+            }
+        }
+    }
+
+    /// Runs one request in its own savepoint: on success its changes and
+    /// audit entries join the batch, on failure they are undone and the
+    /// batch goes on without them.
+    fn in_savepoint<T>(
+        &mut self,
+        head: &mut Head,
+        lost: &mut Option<String>,
+        work: impl FnOnce(&Connection, &Signer32, &mut Head) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Err(error) = self.conn.execute_batch("SAVEPOINT request") {
+            return Err(self.lose(lost, &error));
+        }
+        let mut next = *head;
+        match work(&self.conn, &self.signer, &mut next) {
+            Ok(value) => match self.conn.execute_batch("RELEASE request") {
+                Ok(()) => {
+                    *head = next;
+                    Ok(value)
+                }
+                Err(error) => Err(self.lose(lost, &error)),
+            },
+            Err(error) => {
+                if self.conn.is_autocommit() {
+                    // Some errors (a full disk, an I/O error) make SQLite
+                    // roll back the whole transaction by itself.
+                    *lost = Some(format!(
+                        "the write to the store {} was rolled back: {error}",
+                        self.path.display()
+                    ));
+                } else if let Err(rollback) = self
+                    .conn
+                    .execute_batch("ROLLBACK TO request; RELEASE request")
+                {
+                    self.lose(lost, &rollback);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Marks the batch's transaction as lost because of `error`.
+    fn lose(&self, lost: &mut Option<String>, error: &rusqlite::Error) -> StoreError {
+        let why = format!(
+            "cannot write to the store {}: {}",
+            self.path.display(),
+            sqlite_error(error)
+        );
+        let error = failure(&why);
+        *lost = Some(why);
+        error
+    }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |row| row.get(0))
+}
+
+/// The audit log's last entry; all zeros before the first.
+fn read_head(conn: &Connection, path: &Path) -> Result<Head, StoreError> {
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(|error| {
+            sqlite_failed(
+                format!("cannot read the audit log of {}", path.display()),
+                &error,
+            )
+        })?;
+    let Some((seq, hash)) = last else {
+        return Ok(Head {
+            seq: 0,
+            hash: [0; 32],
+        });
+    };
+    let hash: [u8; 32] = hash.try_into().map_err(|hash: Vec<u8>| {
+        corrupt(format!(
+            "audit entry {seq} of {} has a hash of {} bytes instead of 32",
+            path.display(),
+            hash.len()
+        ))
+    })?;
+    Ok(Head {
+        seq: u64::try_from(seq).map_err(|_| {
+            corrupt(format!(
+                "the audit log of {} has entry number {seq}",
+                path.display()
+            ))
+        })?,
+        hash,
+    })
+}
+
+/// Adds one entry to the audit log (and so, for run events, to the run's
+/// log), chained to `head`, which then points at it.
+fn insert_entry(
+    conn: &Connection,
+    signer: &Signer32,
+    head: &mut Head,
+    run: Option<(&str, i64, u64)>,
+    at: i64,
+    kind: &str,
+    body: &str,
+) -> rusqlite::Result<()> {
+    let seq = head.seq + 1;
+    let hash = entry_hash(&head.hash, seq, at, run.map(|(id, _, _)| id), kind, body);
+    let signature = is_signed_kind(kind).then(|| signer.sign(&hash));
+    conn.prepare_cached(
+        "INSERT INTO events (seq, run, run_seq, at, kind, body, hash, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        seq as i64,
+        run.map(|(_, rid, _)| rid),
+        run.map(|(_, _, run_seq)| run_seq as i64),
+        at,
+        kind,
+        body,
+        &hash[..],
+        signature.as_ref().map(|s| &s[..]),
+    ])?;
+    *head = Head { seq, hash };
+    Ok(())
+}
+
+/// [`toolgate_core::store::Store::append`], inside the batch's transaction.
+fn append_events(
+    conn: &Connection,
+    signer: &Signer32,
+    head: &mut Head,
+    append: &PreparedAppend,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let run = &append.run;
+    let what = || format!("cannot append to run {}", run.id);
+    let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
+    // The log's length is its last event's place in it: one index lookup.
+    let actual: i64 = conn
+        .prepare_cached(
+            "SELECT e.run_seq FROM runs r JOIN events e ON e.run = r.rid
+             WHERE r.id = ?1 ORDER BY e.run_seq DESC LIMIT 1",
+        )
+        .and_then(|mut statement| statement.query_row([&run.id], |row| row.get(0)).optional())
+        .map_err(sql)?
+        .unwrap_or(0);
+    let actual = actual as u64;
+    if actual != append.expected_version {
+        return Err(StoreError::Conflict {
+            run_id: run.id.clone(),
+            expected: append.expected_version,
+            actual,
+        });
+    }
+    let rid: i64 = conn
+        .prepare_cached(
+            "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET
+                 status = excluded.status, thread = excluded.thread,
+                 prompt = excluded.prompt, created_at = excluded.created_at,
+                 updated_at = excluded.updated_at, version = excluded.version
+             RETURNING rid",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(
+                params![
+                    run.id,
+                    run.status,
+                    run.thread,
+                    run.prompt,
+                    run.created_at,
+                    run.updated_at,
+                    run.version as i64,
+                ],
+                |row| row.get(0),
+            )
+        })
+        .map_err(sql)?;
+    for (index, (kind, body)) in append.events.iter().enumerate() {
+        let run_seq = append.expected_version + index as u64 + 1;
+        insert_entry(
+            conn,
+            signer,
+            head,
+            Some((&run.id, rid, run_seq)),
+            now,
+            kind,
+            body,
+        )
+        .map_err(sql)?;
+    }
+    for (row, args, approvers) in &append.approvals {
+        // The WHERE keeps an approval in the run it was made in: an id
+        // that another run's approval has already is refused below.
+        let changed = conn
+            .prepare_cached(
+                "INSERT INTO approvals (id, run, call_id, tool, args, fingerprint, status, rule,
+                     quorum, approvers, created_at, expires_at, decided_by, decided_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (id) DO UPDATE SET
+                     call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
+                     fingerprint = excluded.fingerprint, status = excluded.status,
+                     rule = excluded.rule, quorum = excluded.quorum,
+                     approvers = excluded.approvers, created_at = excluded.created_at,
+                     expires_at = excluded.expires_at, decided_by = excluded.decided_by,
+                     decided_at = excluded.decided_at
+                 WHERE approvals.run = excluded.run",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    row.id,
+                    rid,
+                    row.call_id,
+                    row.tool,
+                    args,
+                    row.fingerprint.as_str(),
+                    row.status.as_str(),
+                    row.rule,
+                    row.quorum,
+                    approvers,
+                    row.created_at,
+                    row.expires_at,
+                    row.decided_by,
+                    row.decided_at,
+                ])
+            })
+            .map_err(sql)?;
+        if changed == 0 {
+            return Err(StoreError::Backend(
+                format!("{}: approval {} belongs to another run", what(), row.id).into(),
+            ));
+        }
+    }
+    for (grant, scope) in &append.grants {
+        conn.prepare_cached(
+            "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by, created_at,
+                 approval_id, revoked_by, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                grant.id,
+                grant.tool,
+                grant.when,
+                scope,
+                grant.uses_left,
+                grant.created_by,
+                grant.created_at,
+                grant.approval_id,
+                grant.revoked.as_ref().map(|r| &r.by),
+                grant.revoked.as_ref().map(|r| r.at),
+            ])
+        })
+        .map_err(|error| sqlite_failed(format!("{}: grant {}", what(), grant.id), &error))?;
+    }
+    Ok(append.expected_version + append.events.len() as u64)
+}
+
+/// [`toolgate_core::store::Store::use_grant`]: one statement takes a use,
+/// so two callers can never both take the last one.
+fn use_grant(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    let what = || format!("cannot use grant {id}");
+    let taken = conn
+        .prepare_cached(
+            "UPDATE grants SET uses_left = uses_left - 1
+             WHERE id = ?1 AND revoked_at IS NULL AND uses_left > 0",
+        )
+        .and_then(|mut statement| statement.execute([id]))
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    if taken > 0 {
+        return Ok(true);
+    }
+    let grant: Option<(Option<i64>, Option<i64>)> = conn
+        .prepare_cached("SELECT uses_left, revoked_at FROM grants WHERE id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    match grant {
+        None => Err(StoreError::NotFound {
+            what: "grant",
+            id: id.to_owned(),
+        }),
+        // Not revoked, and not counted: always usable.
+        Some((None, None)) => Ok(true),
+        // Revoked, or used up.
+        Some(_) => Ok(false),
+    }
+}
+
+/// [`toolgate_core::store::Store::revoke_grant`]: marks the grant and
+/// records who revoked it in the audit log, signed.
+fn revoke_grant(
+    conn: &Connection,
+    signer: &Signer32,
+    head: &mut Head,
+    revoke: &Revoke,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Revoke { id, by, at } = revoke;
+    let sql = |error: rusqlite::Error| sqlite_failed(format!("cannot revoke grant {id}"), &error);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE grants SET revoked_by = ?2, revoked_at = ?3
+             WHERE id = ?1 AND revoked_at IS NULL",
+        )
+        .and_then(|mut statement| statement.execute(params![id, by, at]))
+        .map_err(sql)?;
+    if changed == 0 {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM grants WHERE id = ?1")
+            .and_then(|mut statement| statement.exists([id]))
+            .map_err(sql)?;
+        return if exists {
+            Ok(false)
+        } else {
+            Err(StoreError::NotFound {
+                what: "grant",
+                id: id.clone(),
+            })
+        };
+    }
+    let body = serde_json::json!({
+        "type": "grant_revoked",
+        "grant_id": id,
+        "by": by,
+        "at": at,
+    })
+    .to_string();
+    insert_entry(conn, signer, head, None, now, "grant_revoked", &body).map_err(sql)?;
+    Ok(true)
+}
