@@ -72,6 +72,7 @@ fn tools() -> Tools {
 
 struct Bench {
     store: Arc<dyn Store>,
+    sqlite: Arc<SqliteStore>,
     agent: Agent,
     commits: Arc<AtomicU64>,
     _dir: tempfile::TempDir,
@@ -82,8 +83,8 @@ fn bench() -> Bench {
         Some(base) => tempfile::tempdir_in(base).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap());
+    let sqlite = Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap());
+    let store: Arc<dyn Store> = Arc::clone(&sqlite) as Arc<dyn Store>;
     let model = ScriptedModel::from_json(SEED_SCRIPT, "the seed script").unwrap();
     let commits = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&commits);
@@ -97,6 +98,7 @@ fn bench() -> Bench {
         }));
     Bench {
         store,
+        sqlite,
         agent,
         commits,
         _dir: dir,
@@ -194,6 +196,14 @@ async fn concurrent(tasks: usize, seconds: u64) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cycles = done.load(Ordering::Relaxed);
+    let stats = bench.sqlite.writer_stats();
+    println!(
+        "  group commit: {} writes in {} transactions ({:.1} per commit, at most {})",
+        stats.requests,
+        stats.transactions,
+        stats.requests as f64 / stats.transactions.max(1) as f64,
+        stats.largest_batch
+    );
     println!(
         "concurrent: {tasks} runs at once, {cycles} cycles in {elapsed:.2} s = {:.0} cycles/s ({:.0} commits/s)",
         cycles as f64 / elapsed,
@@ -251,17 +261,19 @@ async fn pending(n: usize) {
         ms(percentile(&times, 0.99))
     );
     let dir = bench._dir.path();
-    let bytes: u64 = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let (db, wal) = (size("toolgate.db"), size("toolgate.db-wal"));
     println!(
-        "  disk: {:.1} MiB in all (database, WAL), {:.0} bytes per pending approval",
-        bytes as f64 / 1048576.0,
-        bytes as f64 / n as f64
+        "  disk: database {:.1} MiB = {:.0} bytes per pending approval; WAL {:.1} MiB (reused, not grown, after checkpoints)",
+        db as f64 / 1048576.0,
+        db as f64 / n as f64,
+        wal as f64 / 1048576.0,
     );
     println!("  memory: {} MiB resident", rss_kib() / 1024);
+    if std::env::var_os("TOOLGATE_BENCH_KEEP").is_some() {
+        println!("  kept: {}", dir.display());
+        std::mem::forget(Arc::try_unwrap(bench).ok().map(|b| b._dir.keep()));
+    }
 }
 
 async fn fsync() {

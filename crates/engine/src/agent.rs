@@ -221,8 +221,8 @@ impl Agent {
         input: impl Into<Messages>,
         options: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
-        let run_id = self.create(input, options).await?;
-        self.resume(&run_id).await
+        let run = self.create_loaded(input, options).await?;
+        self.drive(run).await
     }
 
     /// Records a new run without driving it; returns its id.
@@ -231,6 +231,16 @@ impl Agent {
         input: impl Into<Messages>,
         options: RunOptions,
     ) -> Result<String, EngineError> {
+        Ok(self.create_loaded(input, options).await?.run_id)
+    }
+
+    /// Records a new run; returns its fold, so that driving it needs no
+    /// read of what was just written.
+    async fn create_loaded(
+        &self,
+        input: impl Into<Messages>,
+        options: RunOptions,
+    ) -> Result<Loaded, EngineError> {
         let store = self.store_ref()?;
         let run_id = new_id();
         let now = (self.clock)();
@@ -253,14 +263,26 @@ impl Agent {
             })
             .await?;
         self.notify(&Step::Committed(&["run_started"]));
-        Ok(run_id)
+        Ok(Loaded {
+            run_id,
+            state,
+            created_at: now,
+        })
     }
 
     /// Continues a run from its log: after a restart, after people decided,
     /// in this process or any other with the same tools.
     pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
-        let mut run = Loaded::load(store.as_ref(), run_id).await?;
+        self.drive(Loaded::load(store.as_ref(), run_id).await?)
+            .await
+    }
+
+    /// Drives a folded run until it completes, fails or must wait.
+    async fn drive(&self, mut run: Loaded) -> Result<RunOutcome, EngineError> {
+        let store = self.store_ref()?;
+        let run_id = run.run_id.clone();
+        let run_id = run_id.as_str();
         let deadline = match self.wait {
             Wait::Suspend => None,
             Wait::For(limit) => Some(tokio::time::Instant::now() + limit),
