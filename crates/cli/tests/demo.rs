@@ -1,8 +1,7 @@
 //! `toolgate demo` driven as a person would: through a pseudo-terminal, and
 //! through a pipe.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use expect_test::expect;
 
@@ -59,21 +58,9 @@ fn nope_and_end_of_input_are_both_a_no() {
 }
 
 fn run_piped(input: &str, args: &[&str]) -> (String, String, i32) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
-        .arg("demo")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+    command.arg("demo").args(args);
+    let output = common::run_piped(command, input);
     (
         String::from_utf8(output.stdout).unwrap(),
         String::from_utf8(output.stderr).unwrap(),

@@ -3,11 +3,12 @@
 //! and resume in another process, edit in $EDITOR, approve for the rest of
 //! a run, two processes racing on one approval, and a bad policy file.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+
+mod common;
 
 const SEND: &str = "Send sally@gmail.com an email saying 'What's up homie'";
 
@@ -54,20 +55,8 @@ impl Env {
     }
 }
 
-fn run_with(mut command: Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn run_with(command: Command, input: &str) -> Output {
+    common::run_piped(command, input)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -7,8 +7,7 @@
 //! the tool result said, so the printed answer shows that the tool ran (or
 //! that the refusal reached the model).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -312,20 +311,8 @@ fn run_in_terminal(command: Command, answer: &'static str) -> (String, i32) {
 }
 
 /// Runs `command` with `input` piped to it.
-fn run_piped(mut command: Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn run_piped(command: Command, input: &str) -> Output {
+    common::run_piped(command, input)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -32,6 +32,24 @@ fn policy(text: &str) -> Policy {
     Policy::from_toml_str(text, "toolgate.toml").unwrap()
 }
 
+/// `principal` approves `approval` as it was shown.
+async fn approve(
+    store: &dyn toolgate_core::store::Store,
+    principal: &Principal,
+    approval: &toolgate_core::store::ApprovalRow,
+) -> Result<toolgate_core::store::ApprovalRow, DecideError> {
+    decide(
+        store,
+        principal,
+        &approval.id,
+        &approval.fingerprint,
+        DecisionRequest::Approve,
+        None,
+        NOW,
+    )
+    .await
+}
+
 fn waiting(outcome: &RunOutcome) -> &[toolgate_core::store::ApprovalRow] {
     match outcome {
         RunOutcome::Waiting { approvals, .. } => approvals,
@@ -109,17 +127,7 @@ async fn a_destructive_call_suspends_and_runs_once_after_approval() {
     let again = agent.resume(outcome.run_id()).await.unwrap();
     assert_eq!(waiting(&again).len(), 1);
 
-    let decided = decide(
-        store.as_ref(),
-        &alice(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap();
+    let decided = approve(store.as_ref(), &alice(), approval).await.unwrap();
     assert_eq!(decided.status, ApprovalStatus::Approved);
     assert_eq!(decided.decided_by.as_deref(), Some("alice"));
 
@@ -397,29 +405,11 @@ async fn a_quorum_needs_distinct_approvers() {
     let outcome = agent.run("send it").await.unwrap();
     let approval = waiting(&outcome)[0].clone();
     assert_eq!(approval.quorum, 2);
-    let first = decide(
-        store.as_ref(),
-        &alice(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap();
+    let first = approve(store.as_ref(), &alice(), &approval).await.unwrap();
     assert_eq!(first.status, ApprovalStatus::Pending);
-    let error = decide(
-        store.as_ref(),
-        &alice(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let error = approve(store.as_ref(), &alice(), &approval)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             error,
@@ -432,17 +422,7 @@ async fn a_quorum_needs_distinct_approvers() {
         1
     );
     assert_eq!(kit.send.load(Ordering::SeqCst), 0);
-    let second = decide(
-        store.as_ref(),
-        &bob(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap();
+    let second = approve(store.as_ref(), &bob(), &approval).await.unwrap();
     assert_eq!(second.status, ApprovalStatus::Approved);
     assert_eq!(
         answer(&agent.resume(outcome.run_id()).await.unwrap()),
@@ -640,17 +620,7 @@ async fn a_started_call_without_a_finish_is_in_doubt_unless_idempotent() {
     );
     assert_ne!(approvals[0].fingerprint, approvals[1].fingerprint);
     for approval in &approvals {
-        decide(
-            store.as_ref(),
-            &alice(),
-            &approval.id,
-            &approval.fingerprint,
-            DecisionRequest::Approve,
-            None,
-            NOW,
-        )
-        .await
-        .unwrap();
+        approve(store.as_ref(), &alice(), approval).await.unwrap();
     }
     // A crash right after `send` started: its start is committed, its
     // finish never was.
@@ -723,17 +693,7 @@ async fn an_idempotent_call_found_started_runs_again() {
     .store(Arc::clone(&store));
     let outcome = agent.run("sync").await.unwrap();
     let approval = waiting(&outcome)[0].clone();
-    decide(
-        store.as_ref(),
-        &alice(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap();
+    approve(store.as_ref(), &alice(), &approval).await.unwrap();
     let run_id = outcome.run_id().to_owned();
     let events = store.load(&run_id).await.unwrap();
     let version = events.len() as u64;
@@ -779,17 +739,7 @@ async fn waiting_in_process_goes_on_when_someone_decides() {
                     .await
                     .unwrap();
                 if let Some(approval) = pending.first() {
-                    decide(
-                        store.as_ref(),
-                        &alice(),
-                        &approval.id,
-                        &approval.fingerprint,
-                        DecisionRequest::Approve,
-                        None,
-                        NOW,
-                    )
-                    .await
-                    .unwrap();
+                    approve(store.as_ref(), &alice(), approval).await.unwrap();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -813,17 +763,7 @@ async fn the_audit_log_of_a_run_verifies_and_its_decision_is_signed() {
     .store(Arc::clone(&store));
     let outcome = agent.run("send it").await.unwrap();
     let approval = waiting(&outcome)[0].clone();
-    decide(
-        store.as_ref(),
-        &alice(),
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW,
-    )
-    .await
-    .unwrap();
+    approve(store.as_ref(), &alice(), &approval).await.unwrap();
     agent.resume(outcome.run_id()).await.unwrap();
     let entries = store.audit(0, 1000).await.unwrap();
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();

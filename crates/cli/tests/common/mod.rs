@@ -1,7 +1,8 @@
 //! What the CLI's end-to-end tests share: the built binary driven through a
 //! pseudo-terminal, as a person at a terminal would drive it.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use expectrl::{ControlCode, Eof, Session, WaitStatus};
@@ -23,6 +24,7 @@ pub(crate) enum Answer {
 /// Runs `command` in a terminal and answers each prompt that ends with
 /// `prompt_end` in turn; returns everything the terminal showed (with
 /// `\r\n` line ends, echoed answers included) and the exit code.
+#[allow(dead_code)] // Not every test binary uses a terminal.
 pub(crate) fn run_in_terminal(
     command: Command,
     prompt_end: &str,
@@ -59,4 +61,22 @@ pub(crate) fn run_in_terminal(
         other => panic!("toolgate did not exit normally: {other:?}\n{screen}"),
     };
     (screen, code)
+}
+
+/// Runs `command` with `input` on its standard input, as a pipe.
+#[allow(dead_code)] // Not every test binary pipes.
+pub(crate) fn run_piped(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("toolgate starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
