@@ -1254,12 +1254,23 @@ fn audit_verify_passes_on_a_good_store_and_names_a_changed_entry() {
         "#]],
     );
 
-    // Someone changes the recipient the model asked for, in the file.
+    // Someone changes the recipient the model asked for, in the file. The
+    // store keeps bodies compressed, but also reads a body stored as plain
+    // JSON text: the forger writes one.
+    let entries = fx.ok(&["audit", "export", "--json"]);
+    let model_turn: Value = entries
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|entry| entry["kind"] == "model_turn")
+        .unwrap();
+    let body = model_turn["body"].as_str().unwrap();
+    assert!(body.contains("sally@gmail.com"), "{body}");
+    let forged = body.replace("sally@gmail.com", "eve@evil.test");
     let conn = rusqlite::Connection::open(&fx.db).unwrap();
     let changed = conn
         .execute(
-            "UPDATE events SET body = replace(body, 'sally@gmail.com', 'eve@evil.test') WHERE kind = 'model_turn'",
-            [],
+            "UPDATE events SET body = ?1 WHERE seq = ?2",
+            rusqlite::params![forged, model_turn["seq"].as_i64().unwrap()],
         )
         .unwrap();
     assert_eq!(changed, 1);

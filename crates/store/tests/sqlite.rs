@@ -65,6 +65,20 @@ fn tamper(path: &Path, sql: &str) {
     conn.execute_batch(sql).unwrap();
 }
 
+/// Stores `body` as audit entry `seq`'s body, as someone with the file
+/// could: the store keeps bodies compressed, but also reads a body stored
+/// as plain JSON text.
+fn tamper_body(path: &Path, seq: u64, body: &str) {
+    let conn = Connection::open(path).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE events SET body = ?1 WHERE seq = ?2",
+            rusqlite::params![body, seq as i64],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
 fn open_error(path: impl AsRef<Path>) -> String {
     SqliteStore::open(path).unwrap_err().to_string()
 }
@@ -114,11 +128,16 @@ async fn a_changed_decision_is_named_by_the_verifier() {
     let (_dir, path, store) = fresh();
     email_bob(&store, "run-1").await;
     assert_eq!(verify(&store).await, Ok(7));
+    let decision = store.audit(3, 1).await.unwrap().remove(0);
+    assert_eq!(decision.kind, "decision_recorded");
+    assert!(decision.body.contains(r#""principal":"bob""#));
     drop(store);
-    tamper(
+    tamper_body(
         &path,
-        r#"UPDATE events SET body = replace(body, '"principal":"bob"', '"principal":"mallory"')
-           WHERE kind = 'decision_recorded'"#,
+        4,
+        &decision
+            .body
+            .replace(r#""principal":"bob""#, r#""principal":"mallory""#),
     );
     let store = SqliteStore::open(&path).unwrap();
     let broken = verify(&store).await.unwrap_err();
@@ -166,10 +185,7 @@ async fn an_unreadable_event_is_reported_as_corrupt() {
     let (_dir, path, store) = fresh();
     email_bob(&store, "run-1").await;
     drop(store);
-    tamper(
-        &path,
-        "UPDATE events SET body = '{\"type\":\"from_the_future\"}' WHERE seq = 2",
-    );
+    tamper_body(&path, 2, r#"{"type":"from_the_future"}"#);
     let store = SqliteStore::open(&path).unwrap();
     let error = store.load("run-1").await.unwrap_err();
     assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");

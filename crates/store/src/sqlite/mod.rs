@@ -4,6 +4,8 @@
 //! groups (see `writer`); reads run on a small pool of read connections
 //! beside it (see `read`). The schema and its migrations are in `schema`.
 
+mod body;
+mod codes;
 mod error;
 mod read;
 mod schema;

@@ -7,16 +7,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::types::{FromSql, Value};
+use rusqlite::types::{FromSql, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tokio::sync::Semaphore;
 use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::{Grant, Revocation};
-use toolgate_core::run::{ApprovalStatus, Event};
+use toolgate_core::run::Event;
 use toolgate_core::store::{ApprovalQuery, ApprovalRow, RunQuery, RunRow, StoreError, StoredEvent};
 
 use super::error::{corrupt, failed, sqlite_failed};
 use super::schema::open_reader;
+use super::{body, codes};
 
 /// How many reads run at once; each has its own connection.
 const READERS: usize = 4;
@@ -106,6 +107,39 @@ fn json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// An event's body as JSON text, decompressed if it is stored compressed.
+fn body_text(row: &Row<'_>, index: usize, what: &dyn Fn() -> String) -> Result<String, StoreError> {
+    let stored = row.get_ref(index).map_err(|error| {
+        corrupt(format!(
+            "{} has a column toolgate did not write: {error}",
+            what()
+        ))
+    })?;
+    match stored {
+        ValueRef::Text(text) => String::from_utf8(text.to_vec())
+            .map_err(|_| corrupt(format!("{} has a body that is not UTF-8 text", what()))),
+        ValueRef::Blob(stored) => body::decode(stored).map_err(|why| {
+            corrupt(format!(
+                "{} has a body that cannot be read: {why}; it was changed outside toolgate, \
+                 or written by a newer toolgate",
+                what()
+            ))
+        }),
+        _ => Err(corrupt(format!(
+            "{} has a body toolgate did not write",
+            what()
+        ))),
+    }
+}
+
+/// A run's or approval's id, as text.
+fn id_text(row: &Row<'_>, index: usize, what: &dyn Fn() -> String) -> Result<String, StoreError> {
+    row.get_ref(index)
+        .ok()
+        .and_then(codes::id_text)
+        .ok_or_else(|| corrupt(format!("{} has an id toolgate did not write", what())))
+}
+
 fn count(n: i64, what: &dyn Fn() -> String) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| corrupt(format!("{} has a negative count ({n})", what())))
 }
@@ -131,7 +165,7 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
         )
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut rows = statement
-        .query([run_id])
+        .query([codes::id_value(run_id)])
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
@@ -144,7 +178,7 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
                 expected - 1
             )));
         }
-        let body: String = get(row, 2, &entry)?;
+        let body = body_text(row, 2, &entry)?;
         events.push(StoredEvent {
             run_id: run_id.to_owned(),
             seq,
@@ -181,7 +215,7 @@ pub(crate) fn runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRow>, S
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
-        let id: String = get(row, 0, &what)?;
+        let id = id_text(row, 0, &what)?;
         let what = || format!("run {id}");
         runs.push(RunRow {
             status: get(row, 1, &what)?,
@@ -202,14 +236,23 @@ const APPROVAL_COLUMNS: &str = "a.id, (SELECT id FROM runs WHERE rid = a.run), a
     a.expires_at, a.decided_by, a.decided_at";
 
 fn approval_row(row: &Row<'_>) -> Result<ApprovalRow, StoreError> {
-    let id: String = get(row, 0, &|| "an approval".to_owned())?;
+    let id = id_text(row, 0, &|| "an approval".to_owned())?;
     let what = || format!("approval {id}");
-    let status: String = get(row, 6, &what)?;
+    let status: i64 = get(row, 6, &what)?;
     let args: String = get(row, 4, &what)?;
-    let approvers: String = get(row, 9, &what)?;
-    let fingerprint: String = get(row, 5, &what)?;
+    let approvers: Option<String> = get(row, 9, &what)?;
+    let fingerprint = row
+        .get_ref(5)
+        .ok()
+        .and_then(codes::fingerprint_text)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "{} has a fingerprint toolgate did not write",
+                what()
+            ))
+        })?;
     Ok(ApprovalRow {
-        run_id: get(row, 1, &what)?,
+        run_id: id_text(row, 1, &what)?,
         call_id: get(row, 2, &what)?,
         tool: get(row, 3, &what)?,
         args: json(&args, &what)?,
@@ -217,11 +260,14 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRow, StoreError> {
         // from text.
         fingerprint: serde_json::from_value(serde_json::Value::String(fingerprint))
             .map_err(|error| corrupt(format!("{} has a bad fingerprint: {error}", what())))?,
-        status: ApprovalStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("{} has the unknown status `{status}`", what())))?,
+        status: codes::status(status)
+            .ok_or_else(|| corrupt(format!("{} has the unknown status {status}", what())))?,
         rule: get(row, 7, &what)?,
         quorum: get(row, 8, &what)?,
-        approvers: json(&approvers, &what)?,
+        approvers: match approvers {
+            Some(approvers) => json(&approvers, &what)?,
+            None => Vec::new(),
+        },
         created_at: get(row, 10, &what)?,
         expires_at: get(row, 11, &what)?,
         decided_by: get(row, 12, &what)?,
@@ -242,16 +288,20 @@ pub(crate) fn approvals_sql(
         [] => {}
         [status] => {
             conditions.push("a.status = ?".to_owned());
-            values.push(Value::Text(status.as_str().to_owned()));
+            values.push(Value::Integer(codes::status_code(*status)));
         }
         statuses => {
             conditions.push(format!("a.status IN ({})", placeholders(statuses.len())));
-            values.extend(statuses.iter().map(|s| Value::Text(s.as_str().to_owned())));
+            values.extend(
+                statuses
+                    .iter()
+                    .map(|s| Value::Integer(codes::status_code(*s))),
+            );
         }
     }
     if let Some(run_id) = &query.run_id {
         conditions.push("a.run = (SELECT rid FROM runs WHERE id = ?)".to_owned());
-        values.push(Value::Text(run_id.clone()));
+        values.push(codes::id_value(run_id));
     }
     if let Some((created_at, id)) = before {
         // The first term bounds the index range; the second skips the
@@ -259,7 +309,7 @@ pub(crate) fn approvals_sql(
         conditions.push("a.created_at <= ? AND (a.created_at < ? OR a.id < ?)".to_owned());
         values.push(Value::Integer(created_at));
         values.push(Value::Integer(created_at));
-        values.push(Value::Text(id.to_owned()));
+        values.push(codes::id_value(id));
     }
     let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals a");
     if !conditions.is_empty() {
@@ -282,7 +332,11 @@ pub(crate) fn approvals(
         Some(id) => {
             let created_at: i64 = conn
                 .prepare_cached("SELECT created_at FROM approvals WHERE id = ?1")
-                .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([codes::id_value(id)], |row| row.get(0))
+                        .optional()
+                })
                 .map_err(|error| sqlite_failed(what(), &error))?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "approval",
@@ -314,7 +368,7 @@ pub(crate) fn approval(conn: &Connection, id: &str) -> Result<ApprovalRow, Store
         ))
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut rows = statement
-        .query([id])
+        .query([codes::id_value(id)])
         .map_err(|error| sqlite_failed(what(), &error))?;
     match rows.next().map_err(|error| sqlite_failed(what(), &error))? {
         Some(row) => approval_row(row),
@@ -390,9 +444,16 @@ pub(crate) fn audit(
         entries.push(AuditEntry {
             seq: count(seq, &what)?,
             at: get(row, 1, &what)?,
-            run_id: get(row, 2, &what)?,
-            kind: get(row, 3, &what)?,
-            body: get(row, 4, &what)?,
+            run_id: match row.get_ref(2) {
+                Ok(ValueRef::Null) => None,
+                _ => Some(id_text(row, 2, &what)?),
+            },
+            kind: row
+                .get_ref(3)
+                .ok()
+                .and_then(codes::kind_text)
+                .ok_or_else(|| corrupt(format!("{} has a kind toolgate did not write", what())))?,
+            body: body_text(row, 4, &what)?,
             hash: hash.try_into().map_err(|hash: Vec<u8>| {
                 corrupt(format!(
                     "{} has a hash of {} bytes instead of 32",

@@ -24,7 +24,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The migrations, oldest first: the database is at version `n` once the
 /// first `n` have run.
 const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
+    // 1: the first schema. Listings read their indexes backwards (newest
+    // first): indexes kept in ascending order fill their pages as rows
+    // arrive in time order, where descending ones would split them half
+    // empty.
     r#"
     -- Key/value settings of the store, such as its signing key.
     CREATE TABLE meta (
@@ -34,9 +37,11 @@ const MIGRATIONS: &[&str] = &[
 
     -- One row per run, as listings show it. `rid` is a compact key that
     -- events and approvals refer to instead of repeating the run's id.
+    -- The ids of runs and approvals that are UUIDs are kept as their 16
+    -- bytes, others as text (see `codes`).
     CREATE TABLE runs (
         rid        INTEGER PRIMARY KEY,
-        id         TEXT NOT NULL UNIQUE,
+        id         NOT NULL UNIQUE,
         status     TEXT NOT NULL,
         thread     TEXT,
         prompt     TEXT NOT NULL,
@@ -44,38 +49,42 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         version    INTEGER NOT NULL
     );
-    CREATE INDEX runs_newest ON runs (created_at DESC, id DESC);
-    CREATE INDEX runs_by_status ON runs (status, created_at DESC, id DESC);
+    CREATE INDEX runs_newest ON runs (created_at, id);
+    CREATE INDEX runs_by_status ON runs (status, created_at, id);
 
     -- The audit log, and with it every run's log: one row per entry. `seq`
     -- is the global sequence number; run events also have their run and
     -- their place in its log, grant entries have neither. An entry's
     -- previous hash is the hash of the row before it, so it is not stored.
+    -- `kind` is a number for the kinds toolgate knows (see `read::KINDS`),
+    -- text for others; `body` is compressed (see `body`), or JSON text.
     CREATE TABLE events (
         seq       INTEGER PRIMARY KEY,
         run       INTEGER REFERENCES runs (rid),
         run_seq   INTEGER,
         at        INTEGER NOT NULL,
-        kind      TEXT NOT NULL,
-        body      TEXT NOT NULL,
+        kind      NOT NULL,
+        body      BLOB NOT NULL,
         hash      BLOB NOT NULL,
         signature BLOB,
         CHECK ((run IS NULL) = (run_seq IS NULL))
     );
     CREATE UNIQUE INDEX events_by_run ON events (run, run_seq);
 
-    -- One row per approval, as listings show it.
+    -- One row per approval, as listings show it. `status` is a number (see
+    -- `read::APPROVAL_STATUSES`), `fingerprint` its 32 bytes, `approvers`
+    -- NULL for anyone.
     CREATE TABLE approvals (
-        id          TEXT PRIMARY KEY,
+        id          NOT NULL PRIMARY KEY,
         run         INTEGER NOT NULL REFERENCES runs (rid),
         call_id     TEXT NOT NULL,
         tool        TEXT NOT NULL,
         args        TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        status      TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        status      INTEGER NOT NULL,
         rule        TEXT NOT NULL,
         quorum      INTEGER NOT NULL,
-        approvers   TEXT NOT NULL,
+        approvers   TEXT,
         created_at  INTEGER NOT NULL,
         expires_at  INTEGER,
         decided_by  TEXT,
@@ -83,9 +92,9 @@ const MIGRATIONS: &[&str] = &[
     );
     -- "The newest pending approvals" is the listing people look at most:
     -- this index answers it by a scan that stops at the limit, with no sort.
-    CREATE INDEX approvals_by_status ON approvals (status, created_at DESC, id DESC);
-    CREATE INDEX approvals_newest ON approvals (created_at DESC, id DESC);
-    CREATE INDEX approvals_by_run ON approvals (run, created_at DESC, id DESC);
+    CREATE INDEX approvals_by_status ON approvals (status, created_at, id);
+    CREATE INDEX approvals_newest ON approvals (created_at, id);
+    CREATE INDEX approvals_by_run ON approvals (run, created_at, id);
 
     -- Standing approvals.
     CREATE TABLE grants (
@@ -100,7 +109,7 @@ const MIGRATIONS: &[&str] = &[
         revoked_by  TEXT,
         revoked_at  INTEGER
     );
-    CREATE INDEX grants_newest ON grants (created_at DESC, id DESC);
+    CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
 ];
 

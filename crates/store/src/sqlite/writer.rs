@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 use toolgate_core::audit::{Signer32, entry_hash, is_signed_kind};
@@ -28,6 +29,7 @@ use toolgate_core::store::{Append, ApprovalRow, RunRow, StoreError};
 
 use super::error::{corrupt, failed, sqlite_error, sqlite_failed};
 use super::schema::Opened;
+use super::{body, codes};
 
 /// The most requests one transaction takes: enough to share a sync widely,
 /// few enough that the first caller in a group is not kept waiting long.
@@ -62,10 +64,11 @@ pub(crate) struct PreparedAppend {
     expected_version: u64,
     /// The run's row; its id is the append's run.
     run: RunRow,
-    /// Each event's kind and JSON text.
-    events: Vec<(&'static str, String)>,
-    /// Each approval row, with its arguments and approvers as JSON text.
-    approvals: Vec<(ApprovalRow, String, String)>,
+    /// Each event's kind, JSON text (which is hashed) and body as stored.
+    events: Vec<(&'static str, String, Vec<u8>)>,
+    /// Each approval row, with its arguments and approvers (`None` for
+    /// anyone) as JSON text, and its fingerprint as stored.
+    approvals: Vec<(ApprovalRow, String, Option<String>, Value)>,
     /// Each grant, with its scope as JSON text.
     grants: Vec<(Grant, String)>,
 }
@@ -103,7 +106,10 @@ impl PreparedAppend {
                     &|| format!("a {} event", event.kind()),
                     serde_json::to_string(event),
                 )?;
-                Ok((event.kind(), body))
+                let stored = body::encode(&body).map_err(|error| {
+                    refuse(format!("cannot compress a {} event: {error}", event.kind()))
+                })?;
+                Ok((event.kind(), body, stored))
             })
             .collect::<Result<_, StoreError>>()?;
         let approvals = append
@@ -112,8 +118,13 @@ impl PreparedAppend {
             .map(|row| {
                 let what = || format!("approval {}", row.id);
                 let args = json(&what, serde_json::to_string(&row.args))?;
-                let approvers = json(&what, serde_json::to_string(&row.approvers))?;
-                Ok((row, args, approvers))
+                let approvers = if row.approvers.is_empty() {
+                    None
+                } else {
+                    Some(json(&what, serde_json::to_string(&row.approvers))?)
+                };
+                let fingerprint = codes::fingerprint_value(row.fingerprint.as_str());
+                Ok((row, args, approvers, fingerprint))
             })
             .collect::<Result<_, StoreError>>()?;
         let grants = append
@@ -448,7 +459,8 @@ fn read_head(conn: &Connection, path: &Path) -> Result<Head, StoreError> {
 }
 
 /// Adds one entry to the audit log (and so, for run events, to the run's
-/// log), chained to `head`, which then points at it.
+/// log), chained to `head`, which then points at it. The body is its JSON
+/// text (which is hashed) and its form as stored.
 fn insert_entry(
     conn: &Connection,
     signer: &Signer32,
@@ -456,7 +468,7 @@ fn insert_entry(
     run: Option<(&str, i64, u64)>,
     at: i64,
     kind: &str,
-    body: &str,
+    (body, stored): (&str, &[u8]),
 ) -> rusqlite::Result<()> {
     let seq = head.seq + 1;
     let hash = entry_hash(&head.hash, seq, at, run.map(|(id, _, _)| id), kind, body);
@@ -470,8 +482,8 @@ fn insert_entry(
         run.map(|(_, rid, _)| rid),
         run.map(|(_, _, run_seq)| run_seq as i64),
         at,
-        kind,
-        body,
+        codes::kind_value(kind),
+        stored,
         &hash[..],
         signature.as_ref().map(|s| &s[..]),
     ])?;
@@ -496,7 +508,11 @@ fn append_events(
             "SELECT e.run_seq FROM runs r JOIN events e ON e.run = r.rid
              WHERE r.id = ?1 ORDER BY e.run_seq DESC LIMIT 1",
         )
-        .and_then(|mut statement| statement.query_row([&run.id], |row| row.get(0)).optional())
+        .and_then(|mut statement| {
+            statement
+                .query_row([codes::id_value(&run.id)], |row| row.get(0))
+                .optional()
+        })
         .map_err(sql)?
         .unwrap_or(0);
     let actual = actual as u64;
@@ -520,7 +536,7 @@ fn append_events(
         .and_then(|mut statement| {
             statement.query_row(
                 params![
-                    run.id,
+                    codes::id_value(&run.id),
                     run.status,
                     run.thread,
                     run.prompt,
@@ -532,7 +548,7 @@ fn append_events(
             )
         })
         .map_err(sql)?;
-    for (index, (kind, body)) in append.events.iter().enumerate() {
+    for (index, (kind, body, stored)) in append.events.iter().enumerate() {
         let run_seq = append.expected_version + index as u64 + 1;
         insert_entry(
             conn,
@@ -541,11 +557,11 @@ fn append_events(
             Some((&run.id, rid, run_seq)),
             now,
             kind,
-            body,
+            (body, stored),
         )
         .map_err(sql)?;
     }
-    for (row, args, approvers) in &append.approvals {
+    for (row, args, approvers, fingerprint) in &append.approvals {
         // The WHERE keeps an approval in the run it was made in: an id
         // that another run's approval has already is refused below.
         let changed = conn
@@ -564,13 +580,13 @@ fn append_events(
             )
             .and_then(|mut statement| {
                 statement.execute(params![
-                    row.id,
+                    codes::id_value(&row.id),
                     rid,
                     row.call_id,
                     row.tool,
                     args,
-                    row.fingerprint.as_str(),
-                    row.status.as_str(),
+                    fingerprint,
+                    codes::status_code(row.status),
                     row.rule,
                     row.quorum,
                     approvers,
@@ -685,6 +701,17 @@ fn revoke_grant(
         "at": at,
     })
     .to_string();
-    insert_entry(conn, signer, head, None, now, "grant_revoked", &body).map_err(sql)?;
+    let stored = body::encode(&body)
+        .map_err(|error| failed(format!("cannot revoke grant {id}: cannot compress"), error))?;
+    insert_entry(
+        conn,
+        signer,
+        head,
+        None,
+        now,
+        "grant_revoked",
+        (&body, &stored),
+    )
+    .map_err(sql)?;
     Ok(true)
 }
