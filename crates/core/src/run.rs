@@ -746,7 +746,11 @@ impl RunState {
             }
             Event::ToolFinished { call_id, outcome } => {
                 if let Some(call) = self.call_mut(call_id) {
+                    // A finish that comes after the call was marked in doubt
+                    // (by a second process resuming the run while the first
+                    // still ran the tool) settles the doubt.
                     call.running = false;
+                    call.in_doubt = false;
                     call.result = Some(result_message(call, outcome));
                 }
             }
@@ -1024,6 +1028,35 @@ mod tests {
             ]
         );
         assert_eq!(state.version, events.len() as u64);
+    }
+
+    #[test]
+    fn a_finish_after_the_call_was_marked_in_doubt_settles_it() {
+        let mut events = asked(1);
+        for id in ["a", "b"] {
+            events.push(Event::DecisionRecorded {
+                approval_id: format!("approval-{id}"),
+                decision: Decision::Approve,
+                principal: "alice".into(),
+                fingerprint: fingerprint(id),
+                grant: None,
+            });
+        }
+        events.push(Event::ToolStarted {
+            call_id: "a".into(),
+            args: Map::new(),
+        });
+        events.push(Event::ToolInDoubt {
+            call_id: "a".into(),
+        });
+        assert_eq!(RunState::fold(&events).in_doubt().count(), 1);
+        events.push(Event::ToolFinished {
+            call_id: "a".into(),
+            outcome: Outcome::Output { output: json!(1) },
+        });
+        let state = RunState::fold(&events);
+        assert_eq!(state.in_doubt().count(), 0);
+        assert_eq!(state.next(), Next::Execute(1));
     }
 
     #[test]

@@ -272,6 +272,12 @@ impl Agent {
 
     /// Continues a run from its log: after a restart, after people decided,
     /// in this process or any other with the same tools.
+    ///
+    /// Drive a run from one process at a time. Two at once stay safe (their
+    /// appends are conditional, so each step happens once), but a process
+    /// that resumes while another runs a tool finds the call started and
+    /// not finished: it re-runs it only if the tool is idempotent, and
+    /// otherwise marks it in doubt until the other's finish settles it.
     pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
         self.drive(Loaded::load(store.as_ref(), run_id).await?)
