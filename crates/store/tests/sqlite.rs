@@ -547,3 +547,26 @@ async fn appends_that_do_not_fit_their_run_are_refused() {
     );
     assert_eq!(verify(&store).await, Ok(1));
 }
+
+#[tokio::test]
+async fn event_times_survive_a_run_row_with_another_creation_time() {
+    let (_dir, _path, store) = fresh();
+    store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await
+        .unwrap();
+    let before = store.audit(0, 100).await.unwrap();
+    let mut later = append("run-1", 1, vec![model_turn("call-1", "bob@example.com")]);
+    later.run.created_at = -5_000_000_000_000;
+    later.run.updated_at = i64::MAX;
+    store.append(later).await.unwrap();
+    let after = store.audit(0, 100).await.unwrap();
+    assert_eq!(after[0].at, before[0].at);
+    assert_eq!(verify(&store).await.unwrap(), 2);
+    let loaded = store.load("run-1").await.unwrap();
+    assert_eq!(loaded[0].at, before[0].at);
+    assert_eq!(loaded[1].at, after[1].at);
+    let runs = store.runs(&Default::default()).await.unwrap();
+    assert_eq!(runs[0].created_at, -5_000_000_000_000);
+    assert_eq!(runs[0].updated_at, i64::MAX);
+}

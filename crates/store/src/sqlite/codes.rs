@@ -1,5 +1,5 @@
-//! Compact forms of the values every row repeats: event kinds and approval
-//! statuses as small numbers, fingerprints as their 32 bytes, and the ids
+//! Compact forms of the values every row repeats: event kinds, run and
+//! approval statuses as small numbers, fingerprints as their 32 bytes, and the ids
 //! of runs and approvals that are UUIDs (as toolgate makes them) as their
 //! 16 bytes.
 //!
@@ -42,6 +42,30 @@ const APPROVAL_STATUSES: [ApprovalStatus; 6] = [
     ApprovalStatus::Expired,
     ApprovalStatus::Cancelled,
 ];
+
+/// Run statuses by code (see `toolgate_core::run::RunStatus::as_str`).
+const RUN_STATUSES: [&str; 4] = ["running", "waiting", "completed", "failed"];
+
+/// A run's status as stored: its code, or its text if it has none.
+pub(crate) fn run_status_value(status: &str) -> Value {
+    match RUN_STATUSES.iter().position(|known| *known == status) {
+        Some(code) => Value::Integer(code as i64),
+        None => Value::Text(status.to_owned()),
+    }
+}
+
+/// A stored run status as text; `None` for a value toolgate does not
+/// write.
+pub(crate) fn run_status_text(stored: ValueRef<'_>) -> Option<String> {
+    match stored {
+        ValueRef::Integer(code) => usize::try_from(code)
+            .ok()
+            .and_then(|code| RUN_STATUSES.get(code))
+            .map(|status| (*status).to_owned()),
+        ValueRef::Text(text) => std::str::from_utf8(text).ok().map(str::to_owned),
+        _ => None,
+    }
+}
 
 /// An event kind as stored: its code, or its text if it has none.
 pub(crate) fn kind_value(kind: &str) -> Value {
@@ -147,6 +171,11 @@ mod tests {
             assert_eq!(kind_text((&value).into()).as_deref(), Some(kind));
         }
         assert!(matches!(kind_value("run_started"), Value::Integer(2)));
+        for status in RUN_STATUSES.iter().copied().chain(["paused", ""]) {
+            let value = run_status_value(status);
+            assert_eq!(run_status_text((&value).into()).as_deref(), Some(status));
+        }
+        assert!(matches!(run_status_value("waiting"), Value::Integer(1)));
         for status in APPROVAL_STATUSES {
             assert_eq!(super::status(status_code(status)), Some(status));
         }

@@ -248,9 +248,10 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::types::Value;
     use rusqlite::{Connection, params_from_iter};
     use toolgate_core::run::ApprovalStatus;
-    use toolgate_core::store::ApprovalQuery;
+    use toolgate_core::store::{ApprovalQuery, RunQuery};
 
     use super::*;
 
@@ -264,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn approval_listings_are_index_scans_without_a_sort() {
+    fn listings_are_index_scans_without_a_sort() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("toolgate.db");
         let _store = SqliteStore::open(&path).unwrap();
@@ -277,19 +278,33 @@ mod tests {
             run_id: Some("run-1".to_owned()),
             ..ApprovalQuery::default()
         };
-        let cases = [
-            (pending.clone(), None, "approvals_by_status"),
-            (pending.clone(), Some((100, "a1")), "approvals_by_status"),
-            (ApprovalQuery::default(), None, "approvals_newest"),
-            (
-                ApprovalQuery::default(),
-                Some((100, "a1")),
-                "approvals_newest",
-            ),
-            (of_run, None, "approvals_by_run"),
+        let of_run_pending = ApprovalQuery {
+            statuses: vec![ApprovalStatus::Pending, ApprovalStatus::Approved],
+            ..of_run.clone()
+        };
+        let code = |status| Value::Integer(codes::status_code(status));
+        let one = [code(ApprovalStatus::Pending)];
+        let three = [
+            code(ApprovalStatus::Pending),
+            code(ApprovalStatus::Approved),
+            code(ApprovalStatus::Expired),
         ];
-        for (query, before, index) in cases {
-            let (sql, values) = read::approvals_sql(&query, before);
+        let cases: [(ApprovalQuery, &[Value], _, &str); 7] = [
+            (pending.clone(), &one, None, "approvals_by_status"),
+            (
+                pending.clone(),
+                &one,
+                Some((100, "a1")),
+                "approvals_by_status",
+            ),
+            (ApprovalQuery::default(), &three, None, "MERGE"),
+            (ApprovalQuery::default(), &three, Some((100, "a1")), "MERGE"),
+            (ApprovalQuery::default(), &[], None, "approvals_by_status"),
+            (of_run, &[], None, "approvals_by_run"),
+            (of_run_pending, &three[..2], None, "approvals_by_run"),
+        ];
+        for (query, statuses, before, index) in cases {
+            let (sql, values) = read::approvals_sql(&query, statuses, before);
             let plan = plan(&conn, &sql, values);
             println!("{query:?} {before:?}:\n{plan}\n");
             assert!(
@@ -300,6 +315,30 @@ mod tests {
                 !plan.contains("TEMP B-TREE"),
                 "{query:?} {before:?} sorts:\n{plan}"
             );
+            if statuses.len() > 1 && query.run_id.is_none() {
+                assert_eq!(
+                    plan.matches("approvals_by_status").count(),
+                    statuses.len(),
+                    "{plan}"
+                );
+            }
+        }
+        let runs = RunQuery::default();
+        let statuses = [
+            codes::run_status_value("waiting"),
+            codes::run_status_value("completed"),
+            Value::Text("paused".to_owned()),
+        ];
+        for statuses in [&statuses[..1], &statuses[..]] {
+            let (sql, values) = read::runs_sql(&runs, statuses);
+            let plan = plan(&conn, &sql, values);
+            println!("{statuses:?}:\n{plan}\n");
+            assert_eq!(
+                plan.matches("runs_by_status").count(),
+                statuses.len(),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{statuses:?} sorts:\n{plan}");
         }
     }
 }

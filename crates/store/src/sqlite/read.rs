@@ -107,8 +107,14 @@ fn json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// An event's body as JSON text, decompressed if it is stored compressed.
-fn body_text(row: &Row<'_>, index: usize, what: &dyn Fn() -> String) -> Result<String, StoreError> {
+/// An event's body as JSON text, decompressed if it is stored compressed
+/// (its shared tail, if it has one, read from `conn`).
+fn body_text(
+    conn: &Connection,
+    row: &Row<'_>,
+    index: usize,
+    what: &dyn Fn() -> String,
+) -> Result<String, StoreError> {
     let stored = row.get_ref(index).map_err(|error| {
         corrupt(format!(
             "{} has a column toolgate did not write: {error}",
@@ -118,7 +124,7 @@ fn body_text(row: &Row<'_>, index: usize, what: &dyn Fn() -> String) -> Result<S
     match stored {
         ValueRef::Text(text) => String::from_utf8(text.to_vec())
             .map_err(|_| corrupt(format!("{} has a body that is not UTF-8 text", what()))),
-        ValueRef::Blob(stored) => body::decode(stored).map_err(|why| {
+        ValueRef::Blob(stored) => body::decode(stored, |id| part(conn, id)).map_err(|why| {
             corrupt(format!(
                 "{} has a body that cannot be read: {why}; it was changed outside toolgate, \
                  or written by a newer toolgate",
@@ -130,6 +136,14 @@ fn body_text(row: &Row<'_>, index: usize, what: &dyn Fn() -> String) -> Result<S
             what()
         ))),
     }
+}
+
+/// The text of the part `id` of a body.
+fn part(conn: &Connection, id: i64) -> Result<String, String> {
+    conn.prepare_cached("SELECT text FROM parts WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
+        .map_err(|error| format!("its part {id} cannot be read ({error})"))?
+        .ok_or_else(|| format!("its part {id} is missing"))
 }
 
 /// A run's or approval's id, as text.
@@ -159,8 +173,9 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
     let what = || format!("cannot load run {run_id}");
     let mut statement = conn
         .prepare_cached(
-            "SELECT e.run_seq, e.at, e.body FROM events e
-             WHERE e.run = (SELECT rid FROM runs WHERE id = ?1)
+            "SELECT e.run_seq, e.at, e.body, r.created_at FROM runs r
+             JOIN events e ON e.run = r.rid
+             WHERE r.id = ?1
              ORDER BY e.run_seq",
         )
         .map_err(|error| sqlite_failed(what(), &error))?;
@@ -178,11 +193,11 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
                 expected - 1
             )));
         }
-        let body = body_text(row, 2, &entry)?;
+        let body = body_text(conn, row, 2, &entry)?;
         events.push(StoredEvent {
             run_id: run_id.to_owned(),
             seq,
-            at: get(row, 1, &entry)?,
+            at: get::<i64>(row, 1, &entry)?.wrapping_add(get(row, 3, &entry)?),
             event: json::<Event>(&body, &entry)?,
         });
     }
@@ -195,34 +210,108 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
     Ok(events)
 }
 
+/// The statuses a table's rows have, in the order of its status index:
+/// one index seek each (`min` over an index range is a seek).
+fn statuses_present(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Value>> {
+    let mut first = conn.prepare_cached(&format!("SELECT min(status) FROM {table}"))?;
+    let mut next = conn.prepare_cached(&format!(
+        "SELECT min(status) FROM {table} WHERE status > ?1"
+    ))?;
+    let mut statuses = Vec::new();
+    let mut status: Value = first.query_row([], |row| row.get(0))?;
+    while status != Value::Null {
+        let after = next.query_row([&status], |row| row.get(0))?;
+        statuses.push(std::mem::replace(&mut status, after));
+    }
+    Ok(statuses)
+}
+
+/// `values` without repeats, in their first order.
+fn distinct(values: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut distinct: Vec<Value> = Vec::new();
+    for value in values {
+        if !distinct.contains(&value) {
+            distinct.push(value);
+        }
+    }
+    distinct
+}
+
+/// A listing, newest first, as one ordered branch per status merged: each
+/// branch is a scan of the status index that stops at the limit, and
+/// SQLite merges them without sorting, so no index by time alone is
+/// needed. `branch` is the SELECT of one status, its status a parameter;
+/// its results' columns `created_at` and `id` are numbers `created_at`
+/// and `id` (from 1). With no status, a query that finds nothing.
+fn newest_by_status(
+    branch: &str,
+    statuses: &[Value],
+    branch_values: &[Value],
+    (created_at, id): (usize, usize),
+    limit: i64,
+) -> (String, Vec<Value>) {
+    let mut values = Vec::new();
+    let mut branches = Vec::new();
+    for status in statuses {
+        branches.push(branch.to_owned());
+        values.push(status.clone());
+        values.extend(branch_values.iter().cloned());
+    }
+    if branches.is_empty() {
+        // Nothing to list; the branch with a status that no row has.
+        branches.push(branch.to_owned());
+        values.push(Value::Null);
+        values.extend(branch_values.iter().cloned());
+    }
+    let mut sql = branches.join(" UNION ALL ");
+    sql += &format!(" ORDER BY {created_at} DESC, {id} DESC LIMIT ?");
+    values.push(Value::Integer(limit));
+    (sql, values)
+}
+
+/// The SQL and parameters of a runs listing, over runs with `statuses`.
+pub(crate) fn runs_sql(query: &RunQuery, statuses: &[Value]) -> (String, Vec<Value>) {
+    newest_by_status(
+        "SELECT id, status, thread, prompt, created_at, updated_at, version FROM runs
+         WHERE status = ?",
+        statuses,
+        &[],
+        (5, 1),
+        limit(query.limit),
+    )
+}
+
 /// Runs, newest first.
 pub(crate) fn runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
     let what = || "cannot list runs".to_owned();
-    let mut sql =
-        "SELECT id, status, thread, prompt, created_at, updated_at, version FROM runs".to_owned();
-    let mut values: Vec<Value> = Vec::new();
-    if !query.statuses.is_empty() {
-        sql += &format!(" WHERE status IN ({})", placeholders(query.statuses.len()));
-        values.extend(query.statuses.iter().map(|s| Value::Text(s.clone())));
-    }
-    sql += " ORDER BY created_at DESC, id DESC LIMIT ?";
-    values.push(Value::Integer(limit(query.limit)));
-    let mut statement = conn
-        .prepare_cached(&sql)
-        .map_err(|error| sqlite_failed(what(), &error))?;
-    let mut rows = statement
-        .query(params_from_iter(values))
-        .map_err(|error| sqlite_failed(what(), &error))?;
+    let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
+    // One snapshot for the statuses and the listing.
+    let tx = conn.unchecked_transaction().map_err(sql)?;
+    let statuses = if query.statuses.is_empty() {
+        statuses_present(&tx, "runs").map_err(sql)?
+    } else {
+        distinct(query.statuses.iter().map(|s| codes::run_status_value(s)))
+    };
+    let (text, values) = runs_sql(query, &statuses);
+    let mut statement = tx.prepare_cached(&text).map_err(sql)?;
+    let mut rows = statement.query(params_from_iter(values)).map_err(sql)?;
     let mut runs = Vec::new();
-    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+    while let Some(row) = rows.next().map_err(sql)? {
         let id = id_text(row, 0, &what)?;
         let what = || format!("run {id}");
         runs.push(RunRow {
-            status: get(row, 1, &what)?,
+            status: row
+                .get_ref(1)
+                .ok()
+                .and_then(codes::run_status_text)
+                .ok_or_else(|| {
+                    corrupt(format!("{} has a status toolgate did not write", what()))
+                })?,
             thread: get(row, 2, &what)?,
             prompt: get(row, 3, &what)?,
             created_at: get(row, 4, &what)?,
-            updated_at: get(row, 5, &what)?,
+            // Stored from the creation time.
+            updated_at: get::<i64>(row, 5, &what)?.wrapping_add(get(row, 4, &what)?),
             version: count(get(row, 6, &what)?, &what)?,
             id,
         });
@@ -276,33 +365,16 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRow, StoreError> {
     })
 }
 
-/// The SQL and parameters of an approvals listing; `before` is the
-/// creation time and id of the approval to list from.
+/// The SQL and parameters of an approvals listing; `statuses` are the
+/// statuses to list (all the table has, when the query names none), and
+/// `before` the creation time and id of the approval to list from.
 pub(crate) fn approvals_sql(
     query: &ApprovalQuery,
+    statuses: &[Value],
     before: Option<(i64, &str)>,
 ) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
-    match query.statuses.as_slice() {
-        [] => {}
-        [status] => {
-            conditions.push("a.status = ?".to_owned());
-            values.push(Value::Integer(codes::status_code(*status)));
-        }
-        statuses => {
-            conditions.push(format!("a.status IN ({})", placeholders(statuses.len())));
-            values.extend(
-                statuses
-                    .iter()
-                    .map(|s| Value::Integer(codes::status_code(*s))),
-            );
-        }
-    }
-    if let Some(run_id) = &query.run_id {
-        conditions.push("a.run = (SELECT rid FROM runs WHERE id = ?)".to_owned());
-        values.push(codes::id_value(run_id));
-    }
     if let Some((created_at, id)) = before {
         // The first term bounds the index range; the second skips the
         // rows created in the same millisecond that are not older.
@@ -311,14 +383,33 @@ pub(crate) fn approvals_sql(
         values.push(Value::Integer(created_at));
         values.push(codes::id_value(id));
     }
-    let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals a");
-    if !conditions.is_empty() {
-        sql += " WHERE ";
-        sql += &conditions.join(" AND ");
+    let Some(run_id) = &query.run_id else {
+        // Newest first over all runs: one branch per status.
+        let mut branch = format!("SELECT {APPROVAL_COLUMNS} FROM approvals a WHERE a.status = ?");
+        for condition in &conditions {
+            branch += " AND ";
+            branch += condition;
+        }
+        return newest_by_status(&branch, statuses, &values, (11, 1), limit(query.limit));
+    };
+    // One run's: its index, the status only checked (`+` keeps SQLite
+    // from using the status index instead).
+    let mut sql = format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals a WHERE a.run = (SELECT rid FROM runs WHERE id = ?)"
+    );
+    let mut all = vec![codes::id_value(run_id)];
+    if !query.statuses.is_empty() {
+        sql += &format!(" AND +a.status IN ({})", placeholders(statuses.len()));
+        all.extend(statuses.iter().cloned());
     }
+    for condition in &conditions {
+        sql += " AND ";
+        sql += condition;
+    }
+    all.extend(values);
     sql += " ORDER BY a.created_at DESC, a.id DESC LIMIT ?";
-    values.push(Value::Integer(limit(query.limit)));
-    (sql, values)
+    all.push(Value::Integer(limit(query.limit)));
+    (sql, all)
 }
 
 /// Approvals, newest first.
@@ -327,17 +418,20 @@ pub(crate) fn approvals(
     query: &ApprovalQuery,
 ) -> Result<Vec<ApprovalRow>, StoreError> {
     let what = || "cannot list approvals".to_owned();
+    let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
+    // One snapshot for the statuses, the page's start and the listing.
+    let tx = conn.unchecked_transaction().map_err(sql)?;
     let before = match &query.before {
         None => None,
         Some(id) => {
-            let created_at: i64 = conn
+            let created_at: i64 = tx
                 .prepare_cached("SELECT created_at FROM approvals WHERE id = ?1")
                 .and_then(|mut statement| {
                     statement
                         .query_row([codes::id_value(id)], |row| row.get(0))
                         .optional()
                 })
-                .map_err(|error| sqlite_failed(what(), &error))?
+                .map_err(sql)?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "approval",
                     id: id.clone(),
@@ -345,15 +439,23 @@ pub(crate) fn approvals(
             Some((created_at, id.as_str()))
         }
     };
-    let (sql, values) = approvals_sql(query, before);
-    let mut statement = conn
-        .prepare_cached(&sql)
-        .map_err(|error| sqlite_failed(what(), &error))?;
-    let mut rows = statement
-        .query(params_from_iter(values))
-        .map_err(|error| sqlite_failed(what(), &error))?;
+    let statuses = if !query.statuses.is_empty() {
+        distinct(
+            query
+                .statuses
+                .iter()
+                .map(|s| Value::Integer(codes::status_code(*s))),
+        )
+    } else if query.run_id.is_some() {
+        Vec::new()
+    } else {
+        statuses_present(&tx, "approvals").map_err(sql)?
+    };
+    let (text, values) = approvals_sql(query, &statuses, before);
+    let mut statement = tx.prepare_cached(&text).map_err(sql)?;
+    let mut rows = statement.query(params_from_iter(values)).map_err(sql)?;
     let mut approvals = Vec::new();
-    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+    while let Some(row) = rows.next().map_err(sql)? {
         approvals.push(approval_row(row)?);
     }
     Ok(approvals)
@@ -426,9 +528,9 @@ pub(crate) fn audit(
     let what = || "cannot read the audit log".to_owned();
     let mut statement = conn
         .prepare_cached(
-            "SELECT e.seq, e.at, (SELECT id FROM runs WHERE rid = e.run), e.kind, e.body, e.hash,
-                    e.signature
-             FROM events e WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+            "SELECT e.seq, e.at, r.id, e.kind, e.body, e.hash, e.signature, r.created_at
+             FROM events e LEFT JOIN runs r ON r.rid = e.run
+             WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
         )
         .map_err(|error| sqlite_failed(what(), &error))?;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
@@ -443,7 +545,9 @@ pub(crate) fn audit(
         let signature: Option<Vec<u8>> = get(row, 6, &what)?;
         entries.push(AuditEntry {
             seq: count(seq, &what)?,
-            at: get(row, 1, &what)?,
+            // A run event's time is stored from its run's creation time.
+            at: get::<i64>(row, 1, &what)?
+                .wrapping_add(get::<Option<i64>>(row, 7, &what)?.unwrap_or(0)),
             run_id: match row.get_ref(2) {
                 Ok(ValueRef::Null) => None,
                 _ => Some(id_text(row, 2, &what)?),
@@ -453,7 +557,7 @@ pub(crate) fn audit(
                 .ok()
                 .and_then(codes::kind_text)
                 .ok_or_else(|| corrupt(format!("{} has a kind toolgate did not write", what())))?,
-            body: body_text(row, 4, &what)?,
+            body: body_text(conn, row, 4, &what)?,
             hash: hash.try_into().map_err(|hash: Vec<u8>| {
                 corrupt(format!(
                     "{} has a hash of {} bytes instead of 32",

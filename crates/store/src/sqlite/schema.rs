@@ -38,24 +38,29 @@ const MIGRATIONS: &[&str] = &[
     -- One row per run, as listings show it. `rid` is a compact key that
     -- events and approvals refer to instead of repeating the run's id.
     -- The ids of runs and approvals that are UUIDs are kept as their 16
-    -- bytes, others as text (see `codes`).
+    -- bytes, others as text, and `status` is a number for the statuses
+    -- toolgate knows, text for others (see `codes`). `updated_at` is the
+    -- milliseconds since `created_at`.
     CREATE TABLE runs (
         rid        INTEGER PRIMARY KEY,
         id         NOT NULL UNIQUE,
-        status     TEXT NOT NULL,
+        status     NOT NULL,
         thread     TEXT,
         prompt     TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         version    INTEGER NOT NULL
     );
-    CREATE INDEX runs_newest ON runs (created_at, id);
+    -- Listings, newest first, read this index backwards, one branch per
+    -- status merged (see `read`): no index by time alone is needed.
     CREATE INDEX runs_by_status ON runs (status, created_at, id);
 
     -- The audit log, and with it every run's log: one row per entry. `seq`
     -- is the global sequence number; run events also have their run and
     -- their place in its log, grant entries have neither. An entry's
     -- previous hash is the hash of the row before it, so it is not stored.
+    -- `at` is, for run events, the milliseconds since the run's
+    -- `created_at` (a number of a byte or two), for others the time itself.
     -- `kind` is a number for the kinds toolgate knows (see `read::KINDS`),
     -- text for others; `body` is compressed (see `body`), or JSON text.
     CREATE TABLE events (
@@ -70,6 +75,15 @@ const MIGRATIONS: &[&str] = &[
         CHECK ((run IS NULL) = (run_seq IS NULL))
     );
     CREATE UNIQUE INDEX events_by_run ON events (run, run_seq);
+
+    -- The tails many event bodies share, each kept once (see `body`): the
+    -- description and JSON Schema of a tool, which every approval request
+    -- for it ends with. `hash` is the SHA-256 of `text`.
+    CREATE TABLE parts (
+        id   INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        text TEXT NOT NULL
+    );
 
     -- One row per approval, as listings show it. `status` is a number (see
     -- `read::APPROVAL_STATUSES`), `fingerprint` its 32 bytes, `approvers`
@@ -91,9 +105,9 @@ const MIGRATIONS: &[&str] = &[
         decided_at  INTEGER
     );
     -- "The newest pending approvals" is the listing people look at most:
-    -- this index answers it by a scan that stops at the limit, with no sort.
+    -- this index answers it by a scan that stops at the limit, with no sort,
+    -- and listings of several statuses (or all) by merging such scans.
     CREATE INDEX approvals_by_status ON approvals (status, created_at, id);
-    CREATE INDEX approvals_newest ON approvals (created_at, id);
     CREATE INDEX approvals_by_run ON approvals (run, created_at, id);
 
     -- Standing approvals.

@@ -64,8 +64,9 @@ pub(crate) struct PreparedAppend {
     expected_version: u64,
     /// The run's row; its id is the append's run.
     run: RunRow,
-    /// Each event's kind, JSON text (which is hashed) and body as stored.
-    events: Vec<(&'static str, String, Vec<u8>)>,
+    /// Each event's kind, JSON text (which is hashed) and body as it will
+    /// be stored.
+    events: Vec<(&'static str, String, body::Prepared)>,
     /// Each approval row, with its arguments and approvers (`None` for
     /// anyone) as JSON text, and its fingerprint as stored.
     approvals: Vec<(ApprovalRow, String, Option<String>, Value)>,
@@ -106,7 +107,7 @@ impl PreparedAppend {
                     &|| format!("a {} event", event.kind()),
                     serde_json::to_string(event),
                 )?;
-                let stored = body::encode(&body).map_err(|error| {
+                let stored = body::prepare(event, &body).map_err(|error| {
                     refuse(format!("cannot compress a {} event: {error}", event.kind()))
                 })?;
                 Ok((event.kind(), body, stored))
@@ -460,18 +461,21 @@ fn read_head(conn: &Connection, path: &Path) -> Result<Head, StoreError> {
 
 /// Adds one entry to the audit log (and so, for run events, to the run's
 /// log), chained to `head`, which then points at it. The body is its JSON
-/// text (which is hashed) and its form as stored.
+/// text (which is hashed) and its form as stored. A run event's time is
+/// stored as the milliseconds since its run's `created_at` (a number of a
+/// byte or two rather than six), `run`'s last field; others' as it is.
 fn insert_entry(
     conn: &Connection,
     signer: &Signer32,
     head: &mut Head,
-    run: Option<(&str, i64, u64)>,
+    run: Option<(&str, i64, u64, i64)>,
     at: i64,
     kind: &str,
     (body, stored): (&str, &[u8]),
 ) -> rusqlite::Result<()> {
     let seq = head.seq + 1;
-    let hash = entry_hash(&head.hash, seq, at, run.map(|(id, _, _)| id), kind, body);
+    let hash = entry_hash(&head.hash, seq, at, run.map(|(id, ..)| id), kind, body);
+    let base = run.map_or(0, |(.., created_at)| created_at);
     let signature = is_signed_kind(kind).then(|| signer.sign(&hash));
     conn.prepare_cached(
         "INSERT INTO events (seq, run, run_seq, at, kind, body, hash, signature)
@@ -479,9 +483,9 @@ fn insert_entry(
     )?
     .execute(params![
         seq as i64,
-        run.map(|(_, rid, _)| rid),
-        run.map(|(_, _, run_seq)| run_seq as i64),
-        at,
+        run.map(|(_, rid, ..)| rid),
+        run.map(|(_, _, run_seq, _)| run_seq as i64),
+        at.wrapping_sub(base),
         codes::kind_value(kind),
         stored,
         &hash[..],
@@ -503,18 +507,25 @@ fn append_events(
     let what = || format!("cannot append to run {}", run.id);
     let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
     // The log's length is its last event's place in it: one index lookup.
-    let actual: i64 = conn
+    // The run's creation time is what its events' times are stored from.
+    let (created_at, actual): (Option<i64>, i64) = conn
         .prepare_cached(
-            "SELECT e.run_seq FROM runs r JOIN events e ON e.run = r.rid
-             WHERE r.id = ?1 ORDER BY e.run_seq DESC LIMIT 1",
+            "SELECT r.created_at,
+                    (SELECT e.run_seq FROM events e WHERE e.run = r.rid
+                     ORDER BY e.run_seq DESC LIMIT 1)
+             FROM runs r WHERE r.id = ?1",
         )
         .and_then(|mut statement| {
             statement
-                .query_row([codes::id_value(&run.id)], |row| row.get(0))
+                .query_row([codes::id_value(&run.id)], |row| {
+                    Ok((row.get(0)?, row.get::<_, Option<i64>>(1)?))
+                })
                 .optional()
         })
         .map_err(sql)?
-        .unwrap_or(0);
+        .map_or((None, 0), |(created_at, seq)| {
+            (Some(created_at), seq.unwrap_or(0))
+        });
     let actual = actual as u64;
     if actual != append.expected_version {
         return Err(StoreError::Conflict {
@@ -537,27 +548,35 @@ fn append_events(
             statement.query_row(
                 params![
                     codes::id_value(&run.id),
-                    run.status,
+                    codes::run_status_value(&run.status),
                     run.thread,
                     run.prompt,
                     run.created_at,
-                    run.updated_at,
+                    run.updated_at.wrapping_sub(run.created_at),
                     run.version as i64,
                 ],
                 |row| row.get(0),
             )
         })
         .map_err(sql)?;
-    for (index, (kind, body, stored)) in append.events.iter().enumerate() {
+    if let Some(old) = created_at
+        && old != run.created_at
+    {
+        rebase(conn, rid, old, run.created_at).map_err(sql)?;
+    }
+    for (index, (kind, body, prepared)) in append.events.iter().enumerate() {
         let run_seq = append.expected_version + index as u64 + 1;
+        let stored = prepared
+            .stored(|part| part_id(conn, part).map_err(|error| sqlite_error(&error)))
+            .map_err(|why| StoreError::Backend(format!("{}: {why}", what()).into()))?;
         insert_entry(
             conn,
             signer,
             head,
-            Some((&run.id, rid, run_seq)),
+            Some((&run.id, rid, run_seq, run.created_at)),
             now,
             kind,
-            (body, stored),
+            (body, &stored),
         )
         .map_err(sql)?;
     }
@@ -626,6 +645,35 @@ fn append_events(
         .map_err(|error| sqlite_failed(format!("{}: grant {}", what(), grant.id), &error))?;
     }
     Ok(append.expected_version + append.events.len() as u64)
+}
+
+/// Stores the times of run `rid`'s events from its new creation time,
+/// `new`, instead of `old`. (Toolgate never changes a run's creation time;
+/// a store must still keep the times right if a caller does.)
+fn rebase(conn: &Connection, rid: i64, old: i64, new: i64) -> rusqlite::Result<()> {
+    let events: Vec<(i64, i64)> = conn
+        .prepare("SELECT seq, at FROM events WHERE run = ?1")?
+        .query_map([rid], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE events SET at = ?2 WHERE seq = ?1")?;
+    for (seq, at) in events {
+        update.execute(params![seq, at.wrapping_add(old).wrapping_sub(new)])?;
+    }
+    Ok(())
+}
+
+/// The id of `part` in `parts`, added if it is not there yet.
+fn part_id(conn: &Connection, part: &body::Part) -> rusqlite::Result<i64> {
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT id FROM parts WHERE hash = ?1")?
+        .query_row([&part.hash[..]], |row| row.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    conn.prepare_cached("INSERT INTO parts (hash, text) VALUES (?1, ?2)")?
+        .execute(params![&part.hash[..], part.text])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// [`toolgate_core::store::Store::use_grant`]: one statement takes a use,
