@@ -25,7 +25,7 @@ impl Fingerprint {
         let canonical = serde_json_canonicalizer::to_vec(&document)
             .expect("a serde_json::Value always canonicalises");
         let digest = Sha256::digest(&canonical);
-        Fingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Fingerprint(crate::audit::hex(&digest))
     }
 
     /// The hex digest.
