@@ -1,12 +1,13 @@
 //! Stores for toolgate: where runs, approvals, grants and the audit log live.
 //!
 //! [`SqliteStore`] keeps everything in one SQLite file: embedded, zero
-//! set-up, the default. It implements [`toolgate_core::store::Store`], whose
+//! set-up, the default. [`PgStore`] keeps it in a PostgreSQL database,
+//! for several processes and hosts sharing the work. Both implement [`toolgate_core::store::Store`], whose
 //! documentation gives the contract every store keeps.
 //!
 //! With the `conformance` feature, the `conformance` module holds the checks
 //! of that contract and `store_conformance_tests!` turns them into tests, so
-//! that every implementation (SQLite here, PostgreSQL later) passes the same
+//! that every implementation (SQLite and PostgreSQL here) passes the same
 //! ones.
 //!
 //! # Example
@@ -24,6 +25,8 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, WriterStats};

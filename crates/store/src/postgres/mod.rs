@@ -1,0 +1,1046 @@
+//! [`PgStore`]: the store in a PostgreSQL database, shared by several
+//! processes and hosts.
+//!
+//! Every write that adds audit entries (an append, a revocation) runs in
+//! one transaction that first locks the audit log's head, the one row of
+//! `audit_head` (`SELECT … FOR UPDATE`): writers of all processes take
+//! turns there, so the chain has one entry for each number from 1, each
+//! chained to the one before, whoever wrote it. Under that lock the
+//! transaction checks the run's version, writes the events, rows and
+//! grants, moves the head and commits: all or nothing. The schema and its
+//! migrations are in `schema`.
+
+mod error;
+mod schema;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+use toolgate_core::audit::{AuditEntry, Signer32, entry_hash, is_signed_kind};
+use toolgate_core::grant::{Grant, Revocation};
+use toolgate_core::run::{ApprovalStatus, Event};
+use toolgate_core::store::{
+    Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+};
+
+use self::error::{corrupt, failed, pg_error};
+
+/// What a listing returns when asked for 0 rows.
+const DEFAULT_LIMIT: usize = 50;
+
+/// Locks the audit log's head, and reads it with the server's clock (read
+/// after the lock, so that entries' times never go backwards along the
+/// chain).
+const HEAD: &str = "SELECT seq, hash, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                    FROM audit_head FOR UPDATE";
+
+/// The store in a PostgreSQL database: for several processes and hosts
+/// sharing runs, approvals and one audit log.
+///
+/// Appends are durable when they return (PostgreSQL's default
+/// `synchronous_commit = on`, which the store leaves alone). Appends from
+/// any number of stores, in any number of processes, serialise on the
+/// audit log's head; reads run beside them.
+///
+/// The database also holds the store's Ed25519 signing key, made when the
+/// store is first connected: anyone who can read the table `meta` can sign
+/// as the store, so grant access to the database accordingly.
+///
+/// Times of audit entries are the database server's clock. Listing limits
+/// of 0 mean 50, for [`Store::audit`] too.
+pub struct PgStore {
+    pool: Pool,
+    /// Where the store is, for messages (no password).
+    target: String,
+    signer: Signer32,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+    /// or `key=value` pairs; `options=-c search_path=SCHEMA` puts the store
+    /// in a schema of its own), creates or upgrades its schema, and makes
+    /// the signing key on first use.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not valid, the server cannot be reached or refuses the
+    /// user (the message names host, port, database and user, never the
+    /// password), the database holds another program's tables, or a newer
+    /// toolgate wrote it.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let (pool, target) = schema::connect(url).await?;
+        schema::migrate(&pool, &target).await?;
+        let signer = schema::signing_key(&pool, &target).await?;
+        Ok(PgStore {
+            pool,
+            target,
+            signer,
+        })
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|error| {
+            let why = match &error {
+                deadpool_postgres::PoolError::Backend(error) => pg_error(error),
+                other => other.to_string(),
+            };
+            StoreError::Backend(format!("cannot reach {}: {why}", self.target).into())
+        })
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .field(
+                "public_key",
+                &toolgate_core::audit::hex(&self.signer.public_key()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An append, checked and turned into JSON text before any connection is
+/// taken.
+struct PreparedAppend {
+    expected_version: u64,
+    run: RunRow,
+    /// Each event's kind and JSON text (which is hashed and stored).
+    events: Vec<(&'static str, String)>,
+    /// Each approval row, with its arguments and approvers (`None` for
+    /// anyone) as JSON text.
+    approvals: Vec<(ApprovalRow, String, Option<String>)>,
+    /// Each grant, with its scope as JSON text.
+    grants: Vec<(Grant, String)>,
+}
+
+impl PreparedAppend {
+    fn new(append: Append) -> Result<PreparedAppend, StoreError> {
+        let run_id = &append.run_id;
+        let refuse = |why: String| {
+            StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
+        };
+        if append.events.is_empty() {
+            return Err(refuse("an append needs at least one event".to_owned()));
+        }
+        if append.run.id != *run_id {
+            return Err(refuse(format!(
+                "the run row given is run {}'s",
+                append.run.id
+            )));
+        }
+        if let Some(approval) = append.approvals.iter().find(|a| a.run_id != *run_id) {
+            return Err(refuse(format!(
+                "approval {} belongs to run {}; an append can only change its own run's approvals",
+                approval.id, approval.run_id
+            )));
+        }
+        let json = |what: &dyn Fn() -> String, result: serde_json::Result<String>| {
+            result.map_err(|error| refuse(format!("cannot write {} as JSON: {error}", what())))
+        };
+        let events = append
+            .events
+            .iter()
+            .map(|event| {
+                let body = json(
+                    &|| format!("a {} event", event.kind()),
+                    serde_json::to_string(event),
+                )?;
+                Ok((event.kind(), body))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let approvals = append
+            .approvals
+            .into_iter()
+            .map(|row| {
+                let what = || format!("approval {}", row.id);
+                let args = json(&what, serde_json::to_string(&row.args))?;
+                let approvers = if row.approvers.is_empty() {
+                    None
+                } else {
+                    Some(json(&what, serde_json::to_string(&row.approvers))?)
+                };
+                Ok((row, args, approvers))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let grants = append
+            .grants
+            .into_iter()
+            .map(|grant| {
+                let scope = json(
+                    &|| format!("grant {}", grant.id),
+                    serde_json::to_string(&grant.scope),
+                )?;
+                Ok((grant, scope))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(PreparedAppend {
+            expected_version: append.expected_version,
+            run: append.run,
+            events,
+            approvals,
+            grants,
+        })
+    }
+}
+
+/// The audit log's last entry, locked by the transaction that read it.
+struct Head {
+    seq: i64,
+    hash: [u8; 32],
+    /// The server's clock when the lock was taken (Unix milliseconds).
+    now: i64,
+}
+
+/// Locks and reads the audit log's head.
+async fn lock_head(
+    tx: &deadpool_postgres::Transaction<'_>,
+    what: &(dyn Fn() -> String + Sync),
+) -> Result<Head, StoreError> {
+    let statement = tx
+        .prepare_cached(HEAD)
+        .await
+        .map_err(|error| failed(what(), &error))?;
+    let row = tx
+        .query_one(&statement, &[])
+        .await
+        .map_err(|error| failed(what(), &error))?;
+    let head_what = || "the audit log's head".to_owned();
+    let hash: Vec<u8> = get(&row, 1, &head_what)?;
+    Ok(Head {
+        seq: get(&row, 0, &head_what)?,
+        hash: hash.try_into().map_err(|hash: Vec<u8>| {
+            corrupt(format!(
+                "the audit log's head has a hash of {} bytes instead of 32",
+                hash.len()
+            ))
+        })?,
+        now: get(&row, 2, &head_what)?,
+    })
+}
+
+/// Adds one entry to the audit log, chained to `head`, which then points
+/// at it.
+async fn insert_entry(
+    tx: &deadpool_postgres::Transaction<'_>,
+    signer: &Signer32,
+    head: &mut Head,
+    run: Option<(&str, i64)>,
+    kind: &str,
+    body: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let seq = head.seq + 1;
+    let hash = entry_hash(
+        &head.hash,
+        seq as u64,
+        head.now,
+        run.map(|(id, _)| id),
+        kind,
+        body,
+    );
+    let signature = is_signed_kind(kind).then(|| signer.sign(&hash));
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO events (seq, run_id, run_seq, at, kind, body, hash, signature)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &seq,
+            &run.map(|(id, _)| id),
+            &run.map(|(_, run_seq)| run_seq),
+            &head.now,
+            &kind,
+            &body,
+            &&hash[..],
+            &signature.as_ref().map(|s| &s[..]),
+        ],
+    )
+    .await?;
+    head.seq = seq;
+    head.hash = hash;
+    Ok(())
+}
+
+/// Moves the stored head to `head`.
+async fn store_head(
+    tx: &deadpool_postgres::Transaction<'_>,
+    head: &Head,
+) -> Result<(), tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached("UPDATE audit_head SET seq = $1, hash = $2")
+        .await?;
+    tx.execute(&statement, &[&head.seq, &&head.hash[..]])
+        .await?;
+    Ok(())
+}
+
+/// A column's value; a value of the wrong type means the data is not what
+/// toolgate wrote.
+fn get<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    what: &dyn Fn() -> String,
+) -> Result<T, StoreError> {
+    row.try_get(index).map_err(|error| {
+        corrupt(format!(
+            "{} has a column toolgate did not write: {error}",
+            what()
+        ))
+    })
+}
+
+/// JSON that toolgate wrote, read back.
+fn json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &dyn Fn() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| {
+        corrupt(format!(
+            "{} cannot be read ({error}); it was changed outside toolgate, or written by a newer toolgate",
+            what()
+        ))
+    })
+}
+
+fn count(n: i64, what: &dyn Fn() -> String) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(format!("{} has a negative count ({n})", what())))
+}
+
+fn small(n: i64, what: &dyn Fn() -> String) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| corrupt(format!("{} has the count {n}", what())))
+}
+
+fn limit(limit: usize) -> i64 {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The columns of an approval row, in the order [`approval_row`] reads.
+const APPROVAL_COLUMNS: &str = "id, run_id, call_id, tool, args, fingerprint, status, rule, \
+    quorum, approvers, created_at, expires_at, decided_by, decided_at";
+
+fn approval_row(row: &Row) -> Result<ApprovalRow, StoreError> {
+    let id: String = get(row, 0, &|| "an approval".to_owned())?;
+    let what = || format!("approval {id}");
+    let status: String = get(row, 6, &what)?;
+    let args: String = get(row, 4, &what)?;
+    let approvers: Option<String> = get(row, 9, &what)?;
+    let fingerprint: String = get(row, 5, &what)?;
+    Ok(ApprovalRow {
+        run_id: get(row, 1, &what)?,
+        call_id: get(row, 2, &what)?,
+        tool: get(row, 3, &what)?,
+        args: json(&args, &what)?,
+        // A fingerprint is its hex text; serde is the one way to make one
+        // from text.
+        fingerprint: serde_json::from_value(serde_json::Value::String(fingerprint))
+            .map_err(|error| corrupt(format!("{} has a bad fingerprint: {error}", what())))?,
+        status: serde_json::from_value::<ApprovalStatus>(serde_json::Value::String(status.clone()))
+            .map_err(|_| corrupt(format!("{} has the unknown status `{status}`", what())))?,
+        rule: get(row, 7, &what)?,
+        quorum: small(get(row, 8, &what)?, &what)?,
+        approvers: match approvers {
+            Some(approvers) => json(&approvers, &what)?,
+            None => Vec::new(),
+        },
+        created_at: get(row, 10, &what)?,
+        expires_at: get(row, 11, &what)?,
+        decided_by: get(row, 12, &what)?,
+        decided_at: get(row, 13, &what)?,
+        id: id.clone(),
+    })
+}
+
+/// Numbers placeholders `$1`, `$2`, … in the order they are asked for.
+#[derive(Default)]
+struct Placeholders(usize);
+
+impl Placeholders {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+/// `WHERE a AND b …`, or nothing.
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// The condition on `statuses` statuses: none for 0, `=` for one (so
+/// that the status index gives the order, with no sort), `ANY` of a text
+/// array for more.
+fn status_condition(statuses: usize, placeholders: &mut Placeholders) -> Option<String> {
+    match statuses {
+        0 => None,
+        1 => Some(format!("status = {}", placeholders.next())),
+        _ => Some(format!("status = ANY({})", placeholders.next())),
+    }
+}
+
+/// The SQL of a runs listing; its parameters are the status (one) or
+/// statuses (a text array, for several), if any, and the limit. Newest
+/// first is a backward scan of `runs_newest`, or of `runs_by_status` for
+/// one status.
+pub(crate) fn runs_sql(statuses: usize) -> String {
+    let mut placeholders = Placeholders::default();
+    let conditions: Vec<String> = status_condition(statuses, &mut placeholders)
+        .into_iter()
+        .collect();
+    format!(
+        "SELECT id, status, thread, prompt, created_at, updated_at, version FROM runs{}
+         ORDER BY created_at DESC, id DESC LIMIT {}",
+        where_clause(&conditions),
+        placeholders.next()
+    )
+}
+
+/// The SQL of an approvals listing; its parameters are, in this order,
+/// the status or statuses (as for [`runs_sql`]), the run, the creation
+/// time and id of the approval to list from, each if asked for, and the
+/// limit.
+pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String {
+    let mut placeholders = Placeholders::default();
+    let mut conditions: Vec<String> = status_condition(statuses, &mut placeholders)
+        .into_iter()
+        .collect();
+    if run {
+        conditions.push(format!("run_id = {}", placeholders.next()));
+    }
+    if before {
+        // A row comparison: one bound on the (created_at, id) indexes.
+        let created_at = placeholders.next();
+        let id = placeholders.next();
+        conditions.push(format!("(created_at, id) < ({created_at}, {id})"));
+    }
+    format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals{}
+         ORDER BY created_at DESC, id DESC LIMIT {}",
+        where_clause(&conditions),
+        placeholders.next()
+    )
+}
+
+impl PgStore {
+    /// The append's transaction: see [`Store::append`].
+    async fn append_prepared(&self, append: &PreparedAppend) -> Result<u64, StoreError> {
+        let run = &append.run;
+        let what = || format!("cannot append to run {}", run.id);
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        // First the head: every writer takes turns here, so what is read
+        // below is what the last writer committed.
+        let mut head = lock_head(&tx, &what).await?;
+        let statement = tx
+            .prepare_cached(
+                "SELECT coalesce(max(run_seq), 0)::bigint FROM events WHERE run_id = $1",
+            )
+            .await
+            .map_err(sql)?;
+        let actual: i64 = get(
+            &tx.query_one(&statement, &[&run.id]).await.map_err(sql)?,
+            0,
+            &|| format!("the log of run {}", run.id),
+        )?;
+        let actual = count(actual, &|| format!("the log of run {}", run.id))?;
+        if actual != append.expected_version {
+            let _ = tx.rollback().await;
+            return Err(StoreError::Conflict {
+                run_id: run.id.clone(),
+                expected: append.expected_version,
+                actual,
+            });
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET
+                     status = excluded.status, thread = excluded.thread,
+                     prompt = excluded.prompt, created_at = excluded.created_at,
+                     updated_at = excluded.updated_at, version = excluded.version",
+            )
+            .await
+            .map_err(sql)?;
+        let version = i64::try_from(run.version).map_err(|_| {
+            StoreError::Backend(format!("{}: version {} is too large", what(), run.version).into())
+        })?;
+        tx.execute(
+            &statement,
+            &[
+                &run.id,
+                &run.status,
+                &run.thread,
+                &run.prompt,
+                &run.created_at,
+                &run.updated_at,
+                &version,
+            ],
+        )
+        .await
+        .map_err(sql)?;
+        for (index, (kind, body)) in append.events.iter().enumerate() {
+            let run_seq = (append.expected_version + index as u64 + 1) as i64;
+            insert_entry(
+                &tx,
+                &self.signer,
+                &mut head,
+                Some((&run.id, run_seq)),
+                kind,
+                body,
+            )
+            .await
+            .map_err(sql)?;
+        }
+        if !append.approvals.is_empty() {
+            // The WHERE keeps an approval in the run it was made in: an id
+            // that another run's approval has already is refused below.
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status,
+                         rule, quorum, approvers, created_at, expires_at, decided_by, decided_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                     ON CONFLICT (id) DO UPDATE SET
+                         call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
+                         fingerprint = excluded.fingerprint, status = excluded.status,
+                         rule = excluded.rule, quorum = excluded.quorum,
+                         approvers = excluded.approvers, created_at = excluded.created_at,
+                         expires_at = excluded.expires_at, decided_by = excluded.decided_by,
+                         decided_at = excluded.decided_at
+                     WHERE approvals.run_id = excluded.run_id",
+                )
+                .await
+                .map_err(sql)?;
+            for (row, args, approvers) in &append.approvals {
+                let changed = tx
+                    .execute(
+                        &statement,
+                        &[
+                            &row.id,
+                            &run.id,
+                            &row.call_id,
+                            &row.tool,
+                            args,
+                            &row.fingerprint.as_str(),
+                            &row.status.as_str(),
+                            &row.rule,
+                            &i64::from(row.quorum),
+                            approvers,
+                            &row.created_at,
+                            &row.expires_at,
+                            &row.decided_by,
+                            &row.decided_at,
+                        ],
+                    )
+                    .await
+                    .map_err(sql)?;
+                if changed == 0 {
+                    let _ = tx.rollback().await;
+                    return Err(StoreError::Backend(
+                        format!("{}: approval {} belongs to another run", what(), row.id).into(),
+                    ));
+                }
+            }
+        }
+        if !append.grants.is_empty() {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
+                         created_at, approval_id, revoked_by, revoked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await
+                .map_err(sql)?;
+            for (grant, scope) in &append.grants {
+                tx.execute(
+                    &statement,
+                    &[
+                        &grant.id,
+                        &grant.tool,
+                        &grant.when,
+                        scope,
+                        &grant.uses_left.map(i64::from),
+                        &grant.created_by,
+                        &grant.created_at,
+                        &grant.approval_id,
+                        &grant.revoked.as_ref().map(|r| &r.by),
+                        &grant.revoked.as_ref().map(|r| r.at),
+                    ],
+                )
+                .await
+                .map_err(|error| failed(format!("{}: grant {}", what(), grant.id), &error))?;
+            }
+        }
+        store_head(&tx, &head).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(append.expected_version + append.events.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn append(&self, append: Append) -> Result<u64, StoreError> {
+        let append = PreparedAppend::new(append)?;
+        self.append_prepared(&append).await
+    }
+
+    async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let what = || format!("cannot load run {run_id}");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT run_seq, at, body FROM events WHERE run_id = $1 ORDER BY run_seq",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &[&run_id])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let expected = events.len() as u64 + 1;
+            let entry = || format!("event {expected} of run {run_id}");
+            let seq = count(get(row, 0, &entry)?, &entry)?;
+            if seq != expected {
+                return Err(corrupt(format!(
+                    "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
+                    expected - 1
+                )));
+            }
+            let body: &str = get(row, 2, &entry)?;
+            events.push(StoredEvent {
+                run_id: run_id.to_owned(),
+                seq,
+                at: get(row, 1, &entry)?,
+                event: json::<Event>(body, &entry)?,
+            });
+        }
+        if events.is_empty() {
+            return Err(StoreError::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            });
+        }
+        Ok(events)
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        let what = || "cannot list runs".to_owned();
+        let client = self.client().await?;
+        let limit = limit(query.limit);
+        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        match &query.statuses[..] {
+            [] => {}
+            [one] => values.push(one),
+            _ => values.push(&query.statuses),
+        }
+        values.push(&limit);
+        let statement = client
+            .prepare_cached(&runs_sql(query.statuses.len()))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &values)
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0, &what)?;
+                let what = || format!("run {id}");
+                Ok(RunRow {
+                    status: get(row, 1, &what)?,
+                    thread: get(row, 2, &what)?,
+                    prompt: get(row, 3, &what)?,
+                    created_at: get(row, 4, &what)?,
+                    updated_at: get(row, 5, &what)?,
+                    version: count(get(row, 6, &what)?, &what)?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRow>, StoreError> {
+        let what = || "cannot list approvals".to_owned();
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let mut client = self.client().await?;
+        // One snapshot for the page's start and the listing.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(sql)?;
+        let before: Option<i64> = match &query.before {
+            None => None,
+            Some(id) => {
+                let statement = tx
+                    .prepare_cached("SELECT created_at FROM approvals WHERE id = $1")
+                    .await
+                    .map_err(sql)?;
+                let row = tx.query_opt(&statement, &[id]).await.map_err(sql)?;
+                let row = row.ok_or_else(|| StoreError::NotFound {
+                    what: "approval",
+                    id: id.clone(),
+                })?;
+                Some(get(&row, 0, &|| format!("approval {id}"))?)
+            }
+        };
+        let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        let limit = limit(query.limit);
+        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        match &statuses[..] {
+            [] => {}
+            [one] => values.push(one),
+            _ => values.push(&statuses),
+        }
+        if let Some(run_id) = &query.run_id {
+            values.push(run_id);
+        }
+        if let (Some(created_at), Some(id)) = (&before, &query.before) {
+            values.push(created_at);
+            values.push(id);
+        }
+        values.push(&limit);
+        let text = approvals_sql(statuses.len(), query.run_id.is_some(), before.is_some());
+        let statement = tx.prepare_cached(&text).await.map_err(sql)?;
+        let rows = tx.query(&statement, &values).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
+        let what = || format!("cannot read approval {id}");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+            ))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(|error| failed(what(), &error))?
+        {
+            Some(row) => approval_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "approval",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let what = || "cannot list grants".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, tool, condition, scope, uses_left, created_by, created_at, approval_id,
+                        revoked_by, revoked_at
+                 FROM grants ORDER BY created_at DESC, id DESC",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &[])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0, &what)?;
+                let what = || format!("grant {id}");
+                let scope: &str = get(row, 3, &what)?;
+                let revoked_by: Option<String> = get(row, 8, &what)?;
+                let revoked_at: Option<i64> = get(row, 9, &what)?;
+                let uses_left: Option<i64> = get(row, 4, &what)?;
+                Ok(Grant {
+                    tool: get(row, 1, &what)?,
+                    when: get(row, 2, &what)?,
+                    scope: json(scope, &what)?,
+                    uses_left: uses_left.map(|n| small(n, &what)).transpose()?,
+                    created_by: get(row, 5, &what)?,
+                    created_at: get(row, 6, &what)?,
+                    approval_id: get(row, 7, &what)?,
+                    revoked: match (revoked_by, revoked_at) {
+                        (Some(by), Some(at)) => Some(Revocation { by, at }),
+                        _ => None,
+                    },
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
+        let what = || format!("cannot use grant {id}");
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let client = self.client().await?;
+        // One statement takes a use, so two callers (in any processes) can
+        // never both take the last one.
+        let statement = client
+            .prepare_cached(
+                "UPDATE grants SET uses_left = uses_left - 1
+                 WHERE id = $1 AND revoked_at IS NULL AND uses_left > 0
+                 RETURNING uses_left",
+            )
+            .await
+            .map_err(sql)?;
+        if client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(sql)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let statement = client
+            .prepare_cached("SELECT uses_left, revoked_at FROM grants WHERE id = $1")
+            .await
+            .map_err(sql)?;
+        let Some(row) = client.query_opt(&statement, &[&id]).await.map_err(sql)? else {
+            return Err(StoreError::NotFound {
+                what: "grant",
+                id: id.to_owned(),
+            });
+        };
+        let grant = || format!("grant {id}");
+        let uses_left: Option<i64> = get(&row, 0, &grant)?;
+        let revoked_at: Option<i64> = get(&row, 1, &grant)?;
+        // Not revoked and not counted: always usable. Revoked, or used
+        // up: not.
+        Ok(uses_left.is_none() && revoked_at.is_none())
+    }
+
+    async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
+        let what = || format!("cannot revoke grant {id}");
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        let mut head = lock_head(&tx, &what).await?;
+        let statement = tx
+            .prepare_cached(
+                "UPDATE grants SET revoked_by = $2, revoked_at = $3
+                 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .await
+            .map_err(sql)?;
+        let changed = tx
+            .execute(&statement, &[&id, &by, &at])
+            .await
+            .map_err(sql)?;
+        if changed == 0 {
+            let statement = tx
+                .prepare_cached("SELECT 1 FROM grants WHERE id = $1")
+                .await
+                .map_err(sql)?;
+            let exists = tx
+                .query_opt(&statement, &[&id])
+                .await
+                .map_err(sql)?
+                .is_some();
+            let _ = tx.rollback().await;
+            return if exists {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound {
+                    what: "grant",
+                    id: id.to_owned(),
+                })
+            };
+        }
+        let body = serde_json::json!({
+            "type": "grant_revoked",
+            "grant_id": id,
+            "by": by,
+            "at": at,
+        })
+        .to_string();
+        insert_entry(&tx, &self.signer, &mut head, None, "grant_revoked", &body)
+            .await
+            .map_err(sql)?;
+        store_head(&tx, &head).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(true)
+    }
+
+    async fn audit(&self, after: u64, max: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let what = || "cannot read the audit log".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT seq, at, run_id, kind, body, hash, signature FROM events
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&after, &limit(max)])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = get(row, 0, &what)?;
+                let what = || format!("audit entry {seq}");
+                let hash: Vec<u8> = get(row, 5, &what)?;
+                let signature: Option<Vec<u8>> = get(row, 6, &what)?;
+                Ok(AuditEntry {
+                    seq: count(seq, &what)?,
+                    at: get(row, 1, &what)?,
+                    run_id: get(row, 2, &what)?,
+                    kind: get(row, 3, &what)?,
+                    body: get(row, 4, &what)?,
+                    hash: hash.try_into().map_err(|hash: Vec<u8>| {
+                        corrupt(format!(
+                            "{} has a hash of {} bytes instead of 32",
+                            what(),
+                            hash.len()
+                        ))
+                    })?,
+                    signature: signature
+                        .map(|signature| {
+                            signature.try_into().map_err(|signature: Vec<u8>| {
+                                corrupt(format!(
+                                    "{} has a signature of {} bytes instead of 64",
+                                    what(),
+                                    signature.len()
+                                ))
+                            })
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn public_key(&self) -> Result<[u8; 32], StoreError> {
+        Ok(self.signer.public_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_postgres::NoTls;
+
+    use super::*;
+
+    /// The plans of the listings, on the schema in a transaction of the
+    /// test server's maintenance database that is never committed (so
+    /// nothing is left behind). Needs the server of `tests/postgres.rs`.
+    #[tokio::test]
+    async fn listings_are_index_scans() {
+        let url = std::env::var("TOOLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (mut client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot reach the PostgreSQL server for the tests at {url} ({}); start it \
+                     with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+                    pg_error(&error)
+                )
+            });
+        tokio::spawn(connection);
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(
+            "CREATE SCHEMA toolgate_plan_test; SET LOCAL search_path = toolgate_plan_test;",
+        )
+        .await
+        .unwrap();
+        tx.batch_execute(schema::MIGRATIONS[0]).await.unwrap();
+        // Enough rows, of every status, for the planner to prefer indexes
+        // as it will on a store in use.
+        tx.batch_execute(
+            "INSERT INTO runs (id, status, prompt, created_at, updated_at, version)
+             SELECT 'run-' || n, (ARRAY['running', 'waiting', 'completed', 'failed'])[n % 4 + 1],
+                    'Email Bob', n, n, 1
+             FROM generate_series(1, 20000) n;
+             INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status, rule,
+                                    quorum, created_at)
+             SELECT 'a' || n, 'run-' || (n % 2000 + 1), 'call', 'send_email', '{}', 'f',
+                    (ARRAY['pending', 'approved', 'rejected', 'expired'])[n % 4 + 1], 'r', 1, n
+             FROM generate_series(1, 20000) n;
+             ANALYZE runs; ANALYZE approvals;",
+        )
+        .await
+        .unwrap();
+        let explain = async |sql: String, values: &[&(dyn ToSql + Sync)]| {
+            let rows = tx.query(&format!("EXPLAIN {sql}"), values).await.unwrap();
+            let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+            plan.join("\n")
+        };
+        let one = "pending";
+        let many = vec!["pending", "approved"];
+        let (run, at, id, limit) = ("run-1", 10_000i64, "a10000", 50i64);
+        // (plan, index, whether the planner may sort): the listings of
+        // everything and of one status read an index backwards and stop at
+        // the limit.
+        let cases = [
+            (explain(runs_sql(0), &[&limit]).await, "runs_newest", false),
+            (
+                explain(runs_sql(1), &[&one, &limit]).await,
+                "runs_by_status",
+                false,
+            ),
+            (explain(runs_sql(2), &[&many, &limit]).await, "runs_", true),
+            (
+                explain(approvals_sql(0, false, false), &[&limit]).await,
+                "approvals_newest",
+                false,
+            ),
+            (
+                explain(approvals_sql(1, false, false), &[&one, &limit]).await,
+                "approvals_by_status",
+                false,
+            ),
+            (
+                explain(approvals_sql(1, false, true), &[&one, &at, &id, &limit]).await,
+                // By status or by time: the planner weighs them.
+                "Index Scan Backward using approvals_",
+                false,
+            ),
+            (
+                explain(approvals_sql(0, true, false), &[&run, &limit]).await,
+                "approvals_by_run",
+                // A run has few approvals: sorting them may be cheaper.
+                true,
+            ),
+            (
+                explain(approvals_sql(0, true, true), &[&run, &at, &id, &limit]).await,
+                "approvals_by_run",
+                // A run has few approvals: sorting them may be cheaper.
+                true,
+            ),
+            (
+                explain(approvals_sql(2, false, false), &[&many, &limit]).await,
+                "approvals_",
+                true,
+            ),
+        ];
+        for (plan, index, may_sort) in cases {
+            println!("{plan}\n");
+            assert!(plan.contains(index), "uses {index}:\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+            if !may_sort {
+                assert!(!plan.contains("Sort"), "no sort:\n{plan}");
+            }
+        }
+        tx.rollback().await.unwrap();
+    }
+}
