@@ -199,7 +199,7 @@ pub(crate) async fn run(command: ApprovalsCommand, store: &StoreArgs) -> anyhow:
                 json: args.json,
                 kept_edit: None,
             };
-            act(request, store.open_store()?.as_ref()).await
+            act(request, store.open_store().await?.as_ref()).await
         }
         ApprovalsCommand::Reject(args) => {
             let message = args.message.filter(|m| !m.trim().is_empty());
@@ -211,7 +211,7 @@ pub(crate) async fn run(command: ApprovalsCommand, store: &StoreArgs) -> anyhow:
                 json: args.json,
                 kept_edit: None,
             };
-            act(request, store.open_store()?.as_ref()).await
+            act(request, store.open_store().await?.as_ref()).await
         }
         ApprovalsCommand::Edit(args) => edit(args, store).await,
     }
@@ -313,7 +313,7 @@ fn rfc3339(ms: i64) -> String {
 
 async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let now = now();
     expire_due(store.as_ref(), now)
         .await
@@ -515,7 +515,7 @@ impl History {
 
 async fn show(args: ShowArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let now = now();
     expire_due(store.as_ref(), now)
         .await
@@ -946,7 +946,7 @@ fn scope_phrase(scope: &GrantScope) -> String {
 
 async fn edit(args: EditArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let grant = grant_request(&args.grant, now());
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let (new_args, kept_edit) = match &args.args {
         Some(text) => {
             let new_args = parse_args(text, "--args")?;

@@ -96,7 +96,7 @@ struct BrokenView {
 }
 
 async fn verify(args: VerifyArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let key = match &args.public_key {
         Some(text) => from_hex::<32>(text.trim()).with_context(|| {
             format!("--public-key `{text}` is not a public key: give the 64 hex digits `toolgate audit public-key` prints")
@@ -179,7 +179,7 @@ fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
 
 async fn export(args: ExportArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let mut after = args.after;
     let mut first = true;
     loop {
@@ -342,7 +342,7 @@ fn summary(entry: &AuditEntry) -> String {
 }
 
 async fn public_key(args: PublicKeyArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let key = store
         .public_key()
         .await

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use toolgate::store::Store;
-use toolgate::{Policy, Principal, Role, SqliteStore};
+use toolgate::{PgStore, Policy, Principal, Role, SqliteStore};
 
 /// The options every store command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct StoreArgs {
-    /// The store: a SQLite file (created on first use). Default: toolgate.db
-    /// in your data directory (e.g. ~/.local/share/toolgate/toolgate.db).
-    /// Also: TOOLGATE_DATABASE_URL, as a path or sqlite://PATH.
+    /// The store: a SQLite file (created on first use), or a PostgreSQL
+    /// database as postgres://USER@HOST:PORT/DATABASE (toolgate makes its
+    /// tables on first use). Default: toolgate.db in your data directory
+    /// (e.g. ~/.local/share/toolgate/toolgate.db). Also:
+    /// TOOLGATE_DATABASE_URL.
     #[arg(
         long,
         value_name = "PATH",
@@ -28,37 +30,47 @@ pub(crate) struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The store's file.
-    pub(crate) fn db_path(&self) -> anyhow::Result<PathBuf> {
+    /// Where the store is.
+    fn location(&self) -> anyhow::Result<Location> {
         match self.db.as_deref().filter(|db| !db.trim().is_empty()) {
-            Some(url) => db_path_from(url),
+            Some(url) => location_of(url),
             None => {
                 let data = dirs::data_dir().context(
                     "cannot tell where your data directory is (HOME is not set?): pass --db PATH",
                 )?;
-                Ok(data.join("toolgate").join("toolgate.db"))
+                Ok(Location::Sqlite(data.join("toolgate").join("toolgate.db")))
             }
         }
     }
 
     /// Opens the store, which must exist: a mistyped `--db` is an error,
     /// not a new empty store.
-    pub(crate) fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let path = self.db_path()?;
-        anyhow::ensure!(
-            path.exists(),
-            "there is no store at {}: nothing has run with it yet (check --db or TOOLGATE_DATABASE_URL; `toolgate run` creates it)",
-            path.display()
-        );
-        self.open_or_create_store()
+    pub(crate) async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if let Location::Sqlite(path) = self.location()? {
+            anyhow::ensure!(
+                path.exists(),
+                "there is no store at {}: nothing has run with it yet (check --db or TOOLGATE_DATABASE_URL; `toolgate run` creates it)",
+                path.display()
+            );
+        }
+        self.open_or_create_store().await
     }
 
-    /// Opens the store, creating it on first use.
-    pub(crate) fn open_or_create_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let path = self.db_path()?;
-        let store = SqliteStore::open(&path)
-            .with_context(|| format!("cannot open the store {}", path.display()))?;
-        Ok(Arc::new(store))
+    /// Opens the store, creating it on first use (a SQLite file, or
+    /// toolgate's tables in an existing PostgreSQL database).
+    pub(crate) async fn open_or_create_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        match self.location()? {
+            Location::Sqlite(path) => {
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("cannot open the store {}", path.display()))?;
+                Ok(Arc::new(store))
+            }
+            Location::Postgres(url) => Ok(Arc::new(
+                PgStore::connect(&url)
+                    .await
+                    .context("cannot open the PostgreSQL store")?,
+            )),
+        }
     }
 
     /// The policy: from `--config`, or `./toolgate.toml` when it exists, or
@@ -75,20 +87,33 @@ impl StoreArgs {
     }
 }
 
-/// `sqlite://PATH`, `sqlite:PATH` or a plain path.
-fn db_path_from(url: &str) -> anyhow::Result<PathBuf> {
+/// Where a store is.
+#[derive(Debug, PartialEq, Eq)]
+enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its URL.
+    Postgres(String),
+}
+
+/// `postgres://…` or `postgresql://…`, `sqlite://PATH`, `sqlite:PATH`, or a
+/// plain path.
+fn location_of(url: &str) -> anyhow::Result<Location> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Location::Postgres(url.to_owned()));
+    }
     if let Some(rest) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        return Ok(PathBuf::from(rest));
+        return Ok(Location::Sqlite(PathBuf::from(rest)));
     }
     if let Some((scheme, _)) = url.split_once("://") {
         anyhow::bail!(
-            "the store `{url}` uses `{scheme}://`, which toolgate cannot open here; give a SQLite file as a path or sqlite://PATH"
+            "the store `{url}` uses `{scheme}://`, which toolgate does not know; give a SQLite file (a path or sqlite://PATH) or a PostgreSQL database (postgres://USER@HOST:PORT/DATABASE)"
         );
     }
-    Ok(PathBuf::from(url))
+    Ok(Location::Sqlite(PathBuf::from(url)))
 }
 
 fn load_policy(path: &Path) -> anyhow::Result<Policy> {
@@ -118,18 +143,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_urls_name_sqlite_files() {
+    fn database_urls_name_sqlite_files_or_postgresql_databases() {
+        let sqlite = |path: &str| Location::Sqlite(PathBuf::from(path));
         assert_eq!(
-            db_path_from("sqlite:///tmp/a.db").unwrap(),
-            PathBuf::from("/tmp/a.db")
+            location_of("sqlite:///tmp/a.db").unwrap(),
+            sqlite("/tmp/a.db")
         );
-        assert_eq!(db_path_from("sqlite:a.db").unwrap(), PathBuf::from("a.db"));
-        assert_eq!(db_path_from("./a.db").unwrap(), PathBuf::from("./a.db"));
+        assert_eq!(location_of("sqlite:a.db").unwrap(), sqlite("a.db"));
+        assert_eq!(location_of("./a.db").unwrap(), sqlite("./a.db"));
+        for url in ["postgres://postgres@127.0.0.1/x", "postgresql://h/db"] {
+            assert_eq!(
+                location_of(url).unwrap(),
+                Location::Postgres(url.to_owned())
+            );
+        }
         assert_eq!(
-            db_path_from("postgres://localhost/x")
-                .unwrap_err()
-                .to_string(),
-            "the store `postgres://localhost/x` uses `postgres://`, which toolgate cannot open here; give a SQLite file as a path or sqlite://PATH"
+            location_of("mysql://localhost/x").unwrap_err().to_string(),
+            "the store `mysql://localhost/x` uses `mysql://`, which toolgate does not know; give a SQLite file (a path or sqlite://PATH) or a PostgreSQL database (postgres://USER@HOST:PORT/DATABASE)"
         );
     }
 }

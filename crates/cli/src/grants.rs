@@ -128,7 +128,7 @@ fn state(grant: &Grant, now: i64) -> &'static str {
 
 async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let now = now();
     let grants: Vec<Grant> = store
         .grants()
@@ -198,7 +198,7 @@ fn scope_text(scope: &GrantScope) -> String {
 }
 
 async fn revoke(args: RevokeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let grants = store.grants().await.context("cannot read the grants")?;
     let Some(grant) = grants.iter().find(|g| g.id == args.id) else {
         return Err(not_found("grant", &args.id));

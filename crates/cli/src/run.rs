@@ -96,7 +96,7 @@ pub(crate) async fn run(args: RunArgs, store_args: &StoreArgs) -> anyhow::Result
     let agent = agent(
         &spec,
         policy,
-        store_args.open_or_create_store()?,
+        store_args.open_or_create_store().await?,
         &args.drive,
     )?;
     let mut options = RunOptions::default().principal(local_principal().name);
@@ -114,7 +114,7 @@ pub(crate) async fn resume(args: ResumeArgs, store_args: &StoreArgs) -> anyhow::
         .filter(|spec| !spec.trim().is_empty())
         .unwrap_or_else(|| "scripted:".to_owned());
     let policy = store_args.policy()?;
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let agent = if spec == "scripted:" {
         agent_with(Arc::new(NoModel), policy, Arc::clone(&store), &args.drive)
     } else {

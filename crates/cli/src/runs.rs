@@ -190,7 +190,7 @@ struct CallView {
 
 async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let now = now();
     let statuses: Vec<String> = if args.status.contains(&StatusFilter::All) {
         Vec::new()
@@ -322,7 +322,7 @@ async fn run_approvals(store: &dyn Store, run_id: &str) -> anyhow::Result<Vec<Ap
 
 async fn show(args: ShowArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let now = now();
     let loaded = load(store.as_ref(), &args.run).await?;
     let approvals = run_approvals(store.as_ref(), &args.run).await?;
@@ -594,7 +594,7 @@ async fn resolve(args: ResolveArgs, store_args: &StoreArgs) -> anyhow::Result<Ex
         },
         (None, None) => Resolution::Retry,
     };
-    let store = store_args.open_store()?;
+    let store = store_args.open_store().await?;
     let loaded = load(store.as_ref(), &args.run).await?;
     let tool = match loaded.state.call(&args.call) {
         Some(call) if call.in_doubt => call.call.name.clone(),

@@ -30,6 +30,13 @@ impl Env {
     /// `toolgate` with this store, the seed's script as the model, and
     /// nothing else from the environment.
     fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.command_on(self.db().as_os_str());
+        command.args(args);
+        command
+    }
+
+    /// `toolgate --db DB`, with the environment of [`Env::command`].
+    fn command_on(&self, db: &std::ffi::OsStr) -> Command {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../toolgate/seed/script.json");
         let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
         command
@@ -39,8 +46,7 @@ impl Env {
             .env("TOOLGATE_MODEL", format!("scripted:{script}"))
             .current_dir(self.dir.path())
             .arg("--db")
-            .arg(self.db())
-            .args(args);
+            .arg(db);
         command
     }
 
@@ -261,4 +267,118 @@ fn management_commands_refuse_a_store_that_does_not_exist() {
         )
     );
     assert!(!env.db().exists(), "nothing was created");
+}
+
+/// A PostgreSQL database of this test's own on the local server (or the one
+/// `TOOLGATE_TEST_POSTGRES` names), dropped at the end.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> PgDatabase {
+        let admin_url = std::env::var("TOOLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!(
+            "toolgate_test_cli_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        pg_admin(&admin_url, &format!("CREATE DATABASE {name}"));
+        PgDatabase { admin_url, name }
+    }
+
+    fn url(&self) -> String {
+        let (server, _) = self.admin_url.rsplit_once('/').unwrap();
+        format!("{server}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        pg_admin(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn pg_admin(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot reach the PostgreSQL server for the tests at {url} ({error}); start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+                )
+            });
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = connection.await;
+    });
+}
+
+#[test]
+fn a_run_on_postgresql_is_approved_and_resumed_by_other_processes() {
+    let env = Env::new();
+    let database = PgDatabase::create();
+    let url = database.url();
+    let toolgate = |args: &[&str]| {
+        let mut command = env.command_on(url.as_ref());
+        command.args(args);
+        command
+    };
+    let output = run_with(toolgate(&["run", "--detach", SEND]), "");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let run_id = run_id_in(&stderr);
+    let listed = run_with(toolgate(&["approvals", "list", "--json"]), "");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let pending: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(pending[0]["tool"], "send_email");
+    let id = pending[0]["id"].as_str().unwrap();
+    let approved = run_with(toolgate(&["approvals", "approve", id]), "");
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        text(&approved.stderr)
+    );
+    let resumed = run_with(toolgate(&["runs", "resume", &run_id]), "");
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert_eq!(
+        text(&resumed.stdout),
+        "I sent your email to sally@gmail.com.\n"
+    );
+    let verify = run_with(toolgate(&["audit", "verify"]), "");
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    // No SQLite file was made on the side.
+    assert!(!env.db().exists());
+}
+
+#[test]
+fn an_unreachable_postgresql_store_is_a_clear_error() {
+    let env = Env::new();
+    let mut command = env.command_on("postgres://toolgate:secret@127.0.0.1:1/nowhere".as_ref());
+    command.args(["approvals", "list"]);
+    let output = run_with(command, "");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("error: cannot open the PostgreSQL store: "),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password never shows: {stderr}"
+    );
 }

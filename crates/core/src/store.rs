@@ -163,9 +163,10 @@ pub enum StoreError {
     /// The store's data is not what this version of toolgate writes.
     #[error("the store is corrupt or from a newer toolgate: {0}")]
     Corrupt(String),
-    /// The database failed.
+    /// The database failed. The message already says why: it is not also
+    /// given as the error's source, which would print it twice in a chain.
     #[error("the store failed: {0}")]
-    Backend(#[source] crate::BoxError),
+    Backend(crate::BoxError),
 }
 
 /// Where runs, approvals, grants and the audit log live.

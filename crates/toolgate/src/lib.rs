@@ -36,7 +36,7 @@ pub use toolgate_core::*;
 pub use toolgate_engine as engine;
 pub use toolgate_engine::{Agent, RunOptions, RunOutcome, Wait};
 pub use toolgate_models as models;
-pub use toolgate_store::SqliteStore;
+pub use toolgate_store::{PgStore, SqliteStore};
 
 /// Makes a tool of a documented async fn.
 ///
