@@ -113,6 +113,35 @@ pub struct Append {
     pub grants: Vec<Grant>,
 }
 
+impl Append {
+    /// Refuses an append that no store may write: one without events, or
+    /// one whose run or approval rows belong to another run. Every store
+    /// calls this first, so they refuse the same appends with the same
+    /// words.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let run_id = &self.run_id;
+        let refuse = |why: String| {
+            StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
+        };
+        if self.events.is_empty() {
+            return Err(refuse("an append needs at least one event".to_owned()));
+        }
+        if self.run.id != *run_id {
+            return Err(refuse(format!(
+                "the run row given is run {}'s",
+                self.run.id
+            )));
+        }
+        if let Some(approval) = self.approvals.iter().find(|a| a.run_id != *run_id) {
+            return Err(refuse(format!(
+                "approval {} belongs to run {}; an append can only change its own run's approvals",
+                approval.id, approval.run_id
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Which approvals to list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApprovalQuery {

@@ -125,21 +125,7 @@ impl PreparedAppend {
         let refuse = |why: String| {
             StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
         };
-        if append.events.is_empty() {
-            return Err(refuse("an append needs at least one event".to_owned()));
-        }
-        if append.run.id != *run_id {
-            return Err(refuse(format!(
-                "the run row given is run {}'s",
-                append.run.id
-            )));
-        }
-        if let Some(approval) = append.approvals.iter().find(|a| a.run_id != *run_id) {
-            return Err(refuse(format!(
-                "approval {} belongs to run {}; an append can only change its own run's approvals",
-                approval.id, approval.run_id
-            )));
-        }
+        append.check()?;
         let json = |what: &dyn Fn() -> String, result: serde_json::Result<String>| {
             result.map_err(|error| refuse(format!("cannot write {} as JSON: {error}", what())))
         };
