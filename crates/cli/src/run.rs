@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use toolgate::engine::{DecideError, DecisionRequest, decide};
+use toolgate::engine::{DecideError, DecisionRequest, Step, decide};
 use toolgate::grant::{GrantRequest, GrantScope};
 use toolgate::policy::DecidedBy;
-use toolgate::run::{ApprovalState, ApprovalStatus, Gate, RunState};
+use toolgate::run::{ApprovalState, ApprovalStatus, Event, Gate, Outcome, RunState};
 use toolgate::store::Store;
 use toolgate::{
     Agent, Message, ModelError, Policy, Principal, RunOptions, RunOutcome, TextSink, ToolCall,
@@ -161,11 +161,50 @@ fn agent_with(
     let mut agent = Agent::new(model, seed::tools())
         .policy(policy)
         .store(store)
-        .max_turns(drive.max_turns);
+        .max_turns(drive.max_turns)
+        .observe(Arc::new(report_refusals));
     if drive.stream || (!drive.no_stream && io::stdout().is_terminal()) {
         agent = agent.on_text(stdout_sink());
     }
     agent
+}
+
+/// Says on standard error, as it happens (in order with streamed text),
+/// when a call will not run for a reason nobody at this terminal gave:
+/// policy, bad arguments, a timeout, or the tool failing. Decisions made
+/// here are reported by the question itself.
+fn report_refusals(step: &Step<'_>) {
+    let Step::Committing(events) = step else {
+        return;
+    };
+    for event in *events {
+        match event {
+            Event::GateVerdict {
+                call_id,
+                verdict: Gate::Deny { by, reason },
+                ..
+            } => eprintln!(
+                "toolgate: call {call_id} will not run: policy ({by}) denies it{}; the model is told",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            Event::GateVerdict {
+                call_id,
+                verdict: Gate::Invalid { error },
+                ..
+            } => eprintln!("toolgate: call {call_id} cannot run: {error}; the model is told"),
+            Event::ApprovalExpired { approval_id } => eprintln!(
+                "toolgate: nobody decided approval {approval_id} in time, so its call is rejected; the model is told"
+            ),
+            Event::ToolFinished {
+                call_id,
+                outcome: Outcome::Error { error },
+            } => eprintln!("toolgate: call {call_id} failed: {error}; the model is told"),
+            _ => {}
+        }
+    }
 }
 
 /// Prints streamed text as it arrives, and remembers that it did.
@@ -274,16 +313,15 @@ async fn load_state(store: &dyn Store, run_id: &str) -> anyhow::Result<RunState>
 }
 
 /// Prints the text of the model's answers that are not on the screen yet
-/// (unless it was streamed), and says on standard error which calls did not
-/// run and why; returns how many messages have been shown.
+/// (unless it was streamed); returns how many messages have been shown.
 fn show_new_text(state: &RunState, shown: usize, streamed: bool) -> usize {
-    for message in state.messages.iter().skip(shown) {
-        match message {
-            Message::Ai(ai) if !streamed && !ai.content.is_empty() => println!("{}", ai.content),
-            Message::Tool(result) if result.is_error => {
-                eprintln!("toolgate: call {}: {}", result.tool_call_id, result.content);
+    if !streamed {
+        for message in state.messages.iter().skip(shown) {
+            if let Message::Ai(ai) = message
+                && !ai.content.is_empty()
+            {
+                println!("{}", ai.content);
             }
-            _ => {}
         }
     }
     state.messages.len()

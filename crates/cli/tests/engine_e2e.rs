@@ -179,7 +179,7 @@ fn the_end_of_input_at_the_question_is_a_no() {
         Some("The email to sally@gmail.com was not sent: sending it was not approved.")
     );
     assert!(
-        text(&output.stderr).contains(": alice rejected this call."),
+        text(&output.stderr).contains("toolgate: send_email will not run; the model is told\n"),
         "{}",
         text(&output.stderr)
     );
@@ -380,5 +380,27 @@ fn an_unreachable_postgresql_store_is_a_clear_error() {
     assert!(
         !stderr.contains("secret"),
         "the password never shows: {stderr}"
+    );
+}
+
+#[test]
+fn a_call_that_policy_denies_is_reported_and_never_asked_about() {
+    let env = Env::new();
+    std::fs::write(
+        env.dir.path().join("toolgate.toml"),
+        "[[policy.rules]]\ntool = \"send_*\"\naction = \"deny\"\nreason = \"no mail today\"\n",
+    )
+    .unwrap();
+    let output = env.run(&["run", SEND], "y\n");
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stderr),
+        "toolgate: call toolu_014XccHFzBiVcc9GV1harV9U will not run: policy (rule 1) denies it: no mail today; the model is told\n"
+    );
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains(">>>"), "nobody is asked: {stdout}");
+    assert_eq!(
+        stdout,
+        "The email to sally@gmail.com was not sent: sending it was not approved.\n"
     );
 }
