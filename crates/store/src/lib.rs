@@ -25,6 +25,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod json;
 mod postgres;
 mod sqlite;
 

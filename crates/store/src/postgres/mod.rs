@@ -20,6 +20,8 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 use toolgate_core::audit::{AuditEntry, Signer32, entry_hash, is_signed_kind};
+
+use crate::json::{AppendJson, read as json};
 use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
@@ -102,76 +104,6 @@ impl fmt::Debug for PgStore {
                 &toolgate_core::audit::hex(&self.signer.public_key()),
             )
             .finish_non_exhaustive()
-    }
-}
-
-/// An append, checked and turned into JSON text before any connection is
-/// taken.
-struct PreparedAppend {
-    expected_version: u64,
-    run: RunRow,
-    /// Each event's kind and JSON text (which is hashed and stored).
-    events: Vec<(&'static str, String)>,
-    /// Each approval row, with its arguments and approvers (`None` for
-    /// anyone) as JSON text.
-    approvals: Vec<(ApprovalRow, String, Option<String>)>,
-    /// Each grant, with its scope as JSON text.
-    grants: Vec<(Grant, String)>,
-}
-
-impl PreparedAppend {
-    fn new(append: Append) -> Result<PreparedAppend, StoreError> {
-        let run_id = &append.run_id;
-        let refuse = |why: String| {
-            StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
-        };
-        append.check()?;
-        let json = |what: &dyn Fn() -> String, result: serde_json::Result<String>| {
-            result.map_err(|error| refuse(format!("cannot write {} as JSON: {error}", what())))
-        };
-        let events = append
-            .events
-            .iter()
-            .map(|event| {
-                let body = json(
-                    &|| format!("a {} event", event.kind()),
-                    serde_json::to_string(event),
-                )?;
-                Ok((event.kind(), body))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let approvals = append
-            .approvals
-            .into_iter()
-            .map(|row| {
-                let what = || format!("approval {}", row.id);
-                let args = json(&what, serde_json::to_string(&row.args))?;
-                let approvers = if row.approvers.is_empty() {
-                    None
-                } else {
-                    Some(json(&what, serde_json::to_string(&row.approvers))?)
-                };
-                Ok((row, args, approvers))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let grants = append
-            .grants
-            .into_iter()
-            .map(|grant| {
-                let scope = json(
-                    &|| format!("grant {}", grant.id),
-                    serde_json::to_string(&grant.scope),
-                )?;
-                Ok((grant, scope))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(PreparedAppend {
-            expected_version: append.expected_version,
-            run: append.run,
-            events,
-            approvals,
-            grants,
-        })
     }
 }
 
@@ -278,19 +210,6 @@ fn get<'a, T: FromSql<'a>>(
     row.try_get(index).map_err(|error| {
         corrupt(format!(
             "{} has a column toolgate did not write: {error}",
-            what()
-        ))
-    })
-}
-
-/// JSON that toolgate wrote, read back.
-fn json<T: serde::de::DeserializeOwned>(
-    text: &str,
-    what: &dyn Fn() -> String,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|error| {
-        corrupt(format!(
-            "{} cannot be read ({error}); it was changed outside toolgate, or written by a newer toolgate",
             what()
         ))
     })
@@ -421,7 +340,7 @@ pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String 
 
 impl PgStore {
     /// The append's transaction: see [`Store::append`].
-    async fn append_prepared(&self, append: &PreparedAppend) -> Result<u64, StoreError> {
+    async fn append_prepared(&self, append: &AppendJson) -> Result<u64, StoreError> {
         let run = &append.run;
         let what = || format!("cannot append to run {}", run.id);
         let sql = |error: tokio_postgres::Error| failed(what(), &error);
@@ -478,7 +397,8 @@ impl PgStore {
         )
         .await
         .map_err(sql)?;
-        for (index, (kind, body)) in append.events.iter().enumerate() {
+        for (index, (event, body)) in append.events.iter().enumerate() {
+            let kind = event.kind();
             let run_seq = (append.expected_version + index as u64 + 1) as i64;
             insert_entry(
                 &tx,
@@ -579,7 +499,7 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, append: Append) -> Result<u64, StoreError> {
-        let append = PreparedAppend::new(append)?;
+        let append = AppendJson::new(append)?;
         self.append_prepared(&append).await
     }
 

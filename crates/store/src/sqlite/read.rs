@@ -18,6 +18,7 @@ use toolgate_core::store::{ApprovalQuery, ApprovalRow, RunQuery, RunRow, StoreEr
 use super::error::{corrupt, failed, sqlite_failed};
 use super::schema::open_reader;
 use super::{body, codes};
+use crate::json::read as json;
 
 /// How many reads run at once; each has its own connection.
 const READERS: usize = 4;
@@ -89,19 +90,6 @@ fn get<T: FromSql>(
     row.get(index).map_err(|error| {
         corrupt(format!(
             "{} has a column toolgate did not write: {error}",
-            what()
-        ))
-    })
-}
-
-/// JSON that toolgate wrote, read back.
-fn json<T: serde::de::DeserializeOwned>(
-    text: &str,
-    what: &dyn Fn() -> String,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|error| {
-        corrupt(format!(
-            "{} cannot be read ({error}); it was changed outside toolgate, or written by a newer toolgate",
             what()
         ))
     })

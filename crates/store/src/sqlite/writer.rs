@@ -30,6 +30,7 @@ use toolgate_core::store::{Append, ApprovalRow, RunRow, StoreError};
 use super::error::{corrupt, failed, sqlite_error, sqlite_failed};
 use super::schema::Opened;
 use super::{body, codes};
+use crate::json::{AppendJson, refuse};
 
 /// The most requests one transaction takes: enough to share a sync widely,
 /// few enough that the first caller in a group is not kept waiting long.
@@ -75,62 +76,38 @@ pub(crate) struct PreparedAppend {
 }
 
 impl PreparedAppend {
-    /// Checks an append and serialises what it stores as JSON.
+    /// Checks an append, serialises what it stores as JSON and compresses
+    /// the event bodies.
     pub(crate) fn new(append: Append) -> Result<PreparedAppend, StoreError> {
-        let run_id = &append.run_id;
-        let refuse = |why: String| {
-            StoreError::Backend(format!("cannot append to run {run_id}: {why}").into())
-        };
-        append.check()?;
-        let json = |what: &dyn Fn() -> String, result: serde_json::Result<String>| {
-            result.map_err(|error| refuse(format!("cannot write {} as JSON: {error}", what())))
-        };
-        let events = append
+        let json = AppendJson::new(append)?;
+        let run_id = &json.run.id;
+        let events = json
             .events
-            .iter()
-            .map(|event| {
-                let body = json(
-                    &|| format!("a {} event", event.kind()),
-                    serde_json::to_string(event),
-                )?;
-                let stored = body::prepare(event, &body).map_err(|error| {
-                    refuse(format!("cannot compress a {} event: {error}", event.kind()))
+            .into_iter()
+            .map(|(event, body)| {
+                let stored = body::prepare(&event, &body).map_err(|error| {
+                    refuse(
+                        run_id,
+                        format!("cannot compress a {} event: {error}", event.kind()),
+                    )
                 })?;
                 Ok((event.kind(), body, stored))
             })
             .collect::<Result<_, StoreError>>()?;
-        let approvals = append
+        let approvals = json
             .approvals
             .into_iter()
-            .map(|row| {
-                let what = || format!("approval {}", row.id);
-                let args = json(&what, serde_json::to_string(&row.args))?;
-                let approvers = if row.approvers.is_empty() {
-                    None
-                } else {
-                    Some(json(&what, serde_json::to_string(&row.approvers))?)
-                };
+            .map(|(row, args, approvers)| {
                 let fingerprint = codes::fingerprint_value(row.fingerprint.as_str());
-                Ok((row, args, approvers, fingerprint))
+                (row, args, approvers, fingerprint)
             })
-            .collect::<Result<_, StoreError>>()?;
-        let grants = append
-            .grants
-            .into_iter()
-            .map(|grant| {
-                let scope = json(
-                    &|| format!("grant {}", grant.id),
-                    serde_json::to_string(&grant.scope),
-                )?;
-                Ok((grant, scope))
-            })
-            .collect::<Result<_, StoreError>>()?;
+            .collect();
         Ok(PreparedAppend {
-            expected_version: append.expected_version,
-            run: append.run,
+            expected_version: json.expected_version,
+            run: json.run,
             events,
             approvals,
-            grants,
+            grants: json.grants,
         })
     }
 }
