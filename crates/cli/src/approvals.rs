@@ -24,18 +24,17 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use toolgate::engine::{DecideError, DecisionRequest, decide, expire_due};
-use toolgate::grant::{GrantRequest, GrantScope};
-use toolgate::run::{
-    ApprovalState, ApprovalStatus, Decision, DecisionError, Event, RunState, RunStatus,
+use toolgate::engine::{
+    ApprovalDetail, DecideError, DecisionRequest, approval_detail, decide, expire_due,
 };
-use toolgate::store::{ApprovalQuery, ApprovalRow, Store, StoreError, StoredEvent};
-use toolgate::{Fingerprint, Message, ToolError};
+use toolgate::grant::{GrantRequest, GrantScope, GrantSpec};
+use toolgate::run::{ApprovalState, ApprovalStatus, Decision, DecisionError, RunState, RunStatus};
+use toolgate::store::{ApprovalQuery, ApprovalRow, Store, StoreError};
+use toolgate::{Fingerprint, ToolError};
 
 use crate::context::{StoreArgs, local_principal, now};
 use crate::exit;
@@ -260,7 +259,7 @@ pub(crate) fn approval_view(row: &ApprovalRow) -> ApprovalView {
 
 /// One approval in full, as `show --json` prints it.
 #[derive(Debug, Serialize)]
-struct ApprovalDetail {
+struct DetailView {
     #[serde(flatten)]
     approval: ApprovalView,
     description: String,
@@ -407,110 +406,13 @@ fn nothing_listed(statuses: &[ApprovalStatus], run: Option<&str>) -> String {
 // show
 
 /// An approval with everything its run's log says about it.
-struct Found {
-    row: ApprovalRow,
-    approval: ApprovalState,
-    /// When each decision was recorded, in order.
-    decided_at: Vec<i64>,
-    expired_at: Option<i64>,
-    result: Option<ResultView>,
-}
+type Found = ApprovalDetail;
 
 /// Reads approval `id` and folds its run, noting when each decision came.
 async fn find(store: &dyn Store, id: &str) -> anyhow::Result<Found> {
-    let row = store
-        .approval(id)
+    approval_detail(store, id)
         .await
-        .map_err(|error| store_error(error, None))?;
-    let events = store
-        .load(&row.run_id)
-        .await
-        .map_err(|error| store_error(error, None))?;
-    let history = History::of(&events, id, &row.call_id);
-    let approval = history.state.approval(id).cloned().with_context(|| {
-        format!(
-            "approval {id} has a row but is not in the log of run {}: the store is inconsistent; `toolgate audit verify` checks it",
-            row.run_id
-        )
-    })?;
-    Ok(Found {
-        row,
-        approval,
-        decided_at: history.decided_at,
-        expired_at: history.expired_at,
-        result: history.result,
-    })
-}
-
-/// The fold of a run's log, watched for one approval on the way.
-struct History {
-    state: RunState,
-    decided_at: Vec<i64>,
-    expired_at: Option<i64>,
-    result: Option<ResultView>,
-}
-
-impl History {
-    fn of(events: &[StoredEvent], approval_id: &str, call_id: &str) -> History {
-        let mut history = History {
-            state: RunState::fold(std::iter::empty::<&Event>()),
-            decided_at: Vec::new(),
-            expired_at: None,
-            result: None,
-        };
-        for stored in events {
-            let in_turn = history.in_turn(approval_id);
-            let messages_before = history.state.messages.len();
-            history.state.apply(&stored.event);
-            if let Some(approval) = history.state.approval(approval_id) {
-                let decisions = approval.decisions.len();
-                let status = approval.status;
-                while history.decided_at.len() < decisions {
-                    history.decided_at.push(stored.at);
-                }
-                if status == ApprovalStatus::Expired && history.expired_at.is_none() {
-                    history.expired_at = Some(stored.at);
-                }
-            }
-            if let Some(call) = history
-                .state
-                .calls
-                .iter()
-                .find(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
-            {
-                if let Some(result) = &call.result {
-                    history.result = Some(ResultView {
-                        content: result.content.clone(),
-                        is_error: result.is_error,
-                    });
-                }
-            } else if in_turn {
-                // The turn closed with this event: the call's result joined
-                // the conversation.
-                let result =
-                    history.state.messages[messages_before..]
-                        .iter()
-                        .find_map(|m| match m {
-                            Message::Tool(tool) if tool.tool_call_id == call_id => Some(tool),
-                            _ => None,
-                        });
-                if let Some(result) = result {
-                    history.result = Some(ResultView {
-                        content: result.content.clone(),
-                        is_error: result.is_error,
-                    });
-                }
-            }
-        }
-        history
-    }
-
-    fn in_turn(&self, approval_id: &str) -> bool {
-        self.state
-            .calls
-            .iter()
-            .any(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
-    }
+        .map_err(|error| store_error(error, None))
 }
 
 async fn show(args: ShowArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
@@ -529,9 +431,9 @@ async fn show(args: ShowArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
     Ok(exit::code(exit::SUCCESS))
 }
 
-fn detail(found: &Found) -> ApprovalDetail {
+fn detail(found: &Found) -> DetailView {
     let approval = &found.approval;
-    ApprovalDetail {
+    DetailView {
         approval: approval_view(&found.row),
         description: approval.description.clone(),
         proposed_args: approval.call.args.clone(),
@@ -567,7 +469,10 @@ fn detail(found: &Found) -> ApprovalDetail {
             })
             .collect(),
         expired_at: found.expired_at.map(rfc3339),
-        result: found.result.clone(),
+        result: found.result.as_ref().map(|result| ResultView {
+            content: result.content.clone(),
+            is_error: result.is_error,
+        }),
     }
 }
 
@@ -1117,66 +1022,15 @@ fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
 // ---------------------------------------------------------------------------
 // Grants made with decisions.
 
-/// A `--grant` scope as given.
-#[derive(Debug, Clone, PartialEq)]
-enum GrantSpec {
-    Run,
-    Thread,
-    Uses(u32),
-    For(Duration),
-    Until(i64),
-}
-
 fn parse_grant(text: &str) -> Result<GrantSpec, String> {
-    let usage = "write run, thread, uses:N, for:DURATION (e.g. for:30m) or until:TIME (RFC 3339)";
-    let (kind, value) = match text.split_once(':') {
-        Some((kind, value)) => (kind.trim(), Some(value.trim())),
-        None => (text.trim(), None),
-    };
-    match (kind, value) {
-        ("run", None) => Ok(GrantSpec::Run),
-        ("thread", None) => Ok(GrantSpec::Thread),
-        ("uses", Some(n)) => match n.parse::<u32>() {
-            Ok(0) => Err("a grant for 0 uses would cover nothing; give at least uses:1".to_owned()),
-            Ok(n) => Ok(GrantSpec::Uses(n)),
-            Err(_) => Err(format!("`{n}` is not a number of uses; {usage}")),
-        },
-        ("for", Some(duration)) => match humantime::parse_duration(duration) {
-            Ok(duration) if duration.is_zero() => Err(
-                "a grant for no time would cover nothing; give a duration such as for:30m"
-                    .to_owned(),
-            ),
-            Ok(duration) => Ok(GrantSpec::For(duration)),
-            Err(error) => Err(format!("`{duration}` is not a duration ({error}); {usage}")),
-        },
-        ("until", Some(time)) => match humantime::parse_rfc3339_weak(time) {
-            Ok(time) => Ok(GrantSpec::Until(toolgate::time::to_millis(time))),
-            Err(error) => Err(format!("`{time}` is not a time ({error}); {usage}")),
-        },
-        _ => Err(format!("`{text}` is not a grant scope; {usage}")),
-    }
+    text.parse()
 }
 
 fn grant_request(args: &GrantArgs, now: i64) -> Option<GrantRequest> {
-    let spec = args.grant.as_ref()?;
-    let scope = match spec {
-        // The engine fills in the decided call's run and thread.
-        GrantSpec::Run => GrantScope::Run {
-            run_id: String::new(),
-        },
-        GrantSpec::Thread => GrantScope::Thread {
-            thread: String::new(),
-        },
-        GrantSpec::Uses(uses) => GrantScope::Uses { uses: *uses },
-        GrantSpec::For(duration) => GrantScope::Until {
-            until: now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
-        },
-        GrantSpec::Until(until) => GrantScope::Until { until: *until },
-    };
     Some(GrantRequest {
         tool: args.grant_tool.clone(),
         when: args.grant_when.clone(),
-        scope,
+        scope: args.grant.as_ref()?.scope(now),
     })
 }
 
@@ -1201,6 +1055,7 @@ pub(crate) fn not_found(what: &str, id: &str) -> anyhow::Error {
         "approval" => "`toolgate approvals list --status all` lists them",
         "run" => "`toolgate runs list --status all` lists them",
         "grant" => "`toolgate grants list --all` lists them",
+        "token" => "`toolgate tokens list` lists them",
         _ => "check the id",
     };
     anyhow::anyhow!("there is no {what} `{id}`; {listing}")
@@ -1294,6 +1149,8 @@ pub(crate) async fn explain(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

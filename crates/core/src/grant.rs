@@ -45,6 +45,79 @@ impl fmt::Display for GrantScope {
     }
 }
 
+/// A grant's scope as people write it: `run`, `thread`, `uses:N`,
+/// `for:DURATION` (`for:30m`) or `until:TIME` (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSpec {
+    /// The decided call's run.
+    Run,
+    /// The decided call's thread.
+    Thread,
+    /// The next N calls.
+    Uses(u32),
+    /// From the decision on, for this long.
+    For(std::time::Duration),
+    /// Until this time (Unix milliseconds).
+    Until(i64),
+}
+
+impl GrantSpec {
+    /// The scope of a grant made at `now`. `run` and `thread` are left
+    /// empty: the engine fills in the decided call's.
+    pub fn scope(&self, now: i64) -> GrantScope {
+        match self {
+            GrantSpec::Run => GrantScope::Run {
+                run_id: String::new(),
+            },
+            GrantSpec::Thread => GrantScope::Thread {
+                thread: String::new(),
+            },
+            GrantSpec::Uses(uses) => GrantScope::Uses { uses: *uses },
+            GrantSpec::For(duration) => GrantScope::Until {
+                until: now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+            },
+            GrantSpec::Until(until) => GrantScope::Until { until: *until },
+        }
+    }
+}
+
+impl std::str::FromStr for GrantSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<GrantSpec, String> {
+        let usage =
+            "write run, thread, uses:N, for:DURATION (e.g. for:30m) or until:TIME (RFC 3339)";
+        let (kind, value) = match text.split_once(':') {
+            Some((kind, value)) => (kind.trim(), Some(value.trim())),
+            None => (text.trim(), None),
+        };
+        match (kind, value) {
+            ("run", None) => Ok(GrantSpec::Run),
+            ("thread", None) => Ok(GrantSpec::Thread),
+            ("uses", Some(n)) => match n.parse::<u32>() {
+                Ok(0) => {
+                    Err("a grant for 0 uses would cover nothing; give at least uses:1".to_owned())
+                }
+                Ok(n) => Ok(GrantSpec::Uses(n)),
+                Err(_) => Err(format!("`{n}` is not a number of uses; {usage}")),
+            },
+            ("for", Some(duration)) => match humantime::parse_duration(duration) {
+                Ok(duration) if duration.is_zero() => Err(
+                    "a grant for no time would cover nothing; give a duration such as for:30m"
+                        .to_owned(),
+                ),
+                Ok(duration) => Ok(GrantSpec::For(duration)),
+                Err(error) => Err(format!("`{duration}` is not a duration ({error}); {usage}")),
+            },
+            ("until", Some(time)) => match humantime::parse_rfc3339_weak(time) {
+                Ok(time) => Ok(GrantSpec::Until(crate::time::to_millis(time))),
+                Err(error) => Err(format!("`{time}` is not a time ({error}); {usage}")),
+            },
+            _ => Err(format!("`{text}` is not a grant scope; {usage}")),
+        }
+    }
+}
+
 /// What a decider asks for when a decision should also cover later calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRequest {

@@ -42,6 +42,22 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
     },
+    /// An outside agent asked, over toolgate's API, whether it may make a
+    /// call (it runs the tool itself). A run whose log starts with this
+    /// event is an *external* run: toolgate gates and records its calls,
+    /// and never calls a model or a tool for it.
+    CallRequested {
+        /// The call the agent wants to make.
+        call: ToolCall,
+        /// Who asked.
+        principal: String,
+        /// The agent's conversation thread, for grants scoped to a thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
+        /// What the agent tells the people deciding (any JSON).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<Value>,
+    },
     /// The model answered.
     ModelTurn {
         /// Its answer, with the tool calls it wants.
@@ -145,6 +161,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::RunStarted { .. } => "run_started",
+            Event::CallRequested { .. } => "call_requested",
             Event::ModelTurn { .. } => "model_turn",
             Event::GateVerdict { .. } => "gate_verdict",
             Event::ApprovalRequested { .. } => "approval_requested",
@@ -346,8 +363,14 @@ pub struct ApprovalState {
     pub description: String,
     /// The JSON Schema of the tool's arguments.
     pub schema: Value,
+    /// What the requesting agent told the people deciding (external runs).
+    pub context: Option<Value>,
     /// Where it stands.
     pub status: ApprovalStatus,
+    /// For an external run's call that policy or a grant settled at once:
+    /// `policy (RULE)` or `grant GRANT-ID`. Nobody decides such an
+    /// approval; it records the verdict the agent was given.
+    pub settled_by: Option<String>,
     /// The principals whose approval of the current fingerprint counts.
     pub approved_by: Vec<String>,
     /// Who edited the arguments last, if anyone.
@@ -489,9 +512,24 @@ pub struct CallState {
     pub in_doubt: bool,
     /// The result for the model, once the call is over.
     pub result: Option<ToolMessage>,
+    /// What the requesting agent told the people deciding (external runs).
+    pub context: Option<Value>,
 }
 
 impl CallState {
+    fn new(call: ToolCall, context: Option<Value>) -> CallState {
+        CallState {
+            call,
+            gate: None,
+            approval: None,
+            attempts: 0,
+            running: false,
+            in_doubt: false,
+            result: None,
+            context,
+        }
+    }
+
     /// The arguments the call runs with: the edited ones after an edit.
     pub fn effective_args(&self) -> &Map<String, Value> {
         match &self.approval {
@@ -588,6 +626,10 @@ pub struct RunState {
     pub status: RunStatus,
     /// How many events were folded: the version the next append expects.
     pub version: u64,
+    /// True for a run an outside agent drives over the API (its log starts
+    /// with [`Event::CallRequested`]): the agent runs its tools, so once a
+    /// call is cleared it is over as far as toolgate is concerned.
+    pub external: bool,
 }
 
 impl RunState {
@@ -601,6 +643,7 @@ impl RunState {
             past_approvals: Vec::new(),
             status: RunStatus::Running,
             version: 0,
+            external: false,
         };
         for event in events {
             state.apply(event);
@@ -624,21 +667,34 @@ impl RunState {
                 self.thread = thread.clone();
                 self.principal = principal.clone();
             }
+            Event::CallRequested {
+                call,
+                principal,
+                thread,
+                context,
+            } => {
+                if self.version == 1 {
+                    self.external = true;
+                    self.principal = Some(principal.clone());
+                    self.thread = thread.clone();
+                }
+                // Only an external run takes calls from outside, one at a
+                // time, beside those still waiting.
+                if self.external && self.call(&call.id).is_none() {
+                    self.calls
+                        .push(CallState::new(call.clone(), context.clone()));
+                }
+            }
             Event::ModelTurn { message } => {
-                self.messages.push(Message::Ai(message.clone()));
-                self.calls = message
-                    .tool_calls
-                    .iter()
-                    .map(|call| CallState {
-                        call: call.clone(),
-                        gate: None,
-                        approval: None,
-                        attempts: 0,
-                        running: false,
-                        in_doubt: false,
-                        result: None,
-                    })
-                    .collect();
+                // No model speaks in an external run.
+                if !self.external {
+                    self.messages.push(Message::Ai(message.clone()));
+                    self.calls = message
+                        .tool_calls
+                        .iter()
+                        .map(|call| CallState::new(call.clone(), None))
+                        .collect();
+                }
             }
             Event::GateVerdict {
                 call_id, verdict, ..
@@ -672,22 +728,45 @@ impl RunState {
                 description,
                 schema,
             } => {
+                let external = self.external;
                 if let Some(call) = self.call_mut(call_id) {
+                    // The engine asks people only about calls the gate
+                    // asked about. An external run's every call gets an
+                    // approval, so that the agent can look each one up;
+                    // one that policy or a grant settled is born settled.
+                    let (status, rule, settled_by) = match &call.gate {
+                        Some(Gate::Ask { by }) => (ApprovalStatus::Pending, by.clone(), None),
+                        Some(Gate::Allow { by }) if external => (
+                            ApprovalStatus::Approved,
+                            by.clone(),
+                            Some(format!("policy ({by})")),
+                        ),
+                        Some(Gate::Granted { grant_id }) if external => (
+                            ApprovalStatus::Approved,
+                            DecidedBy::Default,
+                            Some(format!("grant {grant_id}")),
+                        ),
+                        Some(Gate::Deny { by, .. }) if external => (
+                            ApprovalStatus::Rejected,
+                            by.clone(),
+                            Some(format!("policy ({by})")),
+                        ),
+                        _ => (ApprovalStatus::Pending, DecidedBy::Default, None),
+                    };
                     call.approval = Some(ApprovalState {
                         id: approval_id.clone(),
                         call: call.call.clone(),
                         args: call.call.args.clone(),
                         fingerprint: fingerprint.clone(),
                         ask: ask.clone(),
-                        rule: match &call.gate {
-                            Some(Gate::Ask { by }) => by.clone(),
-                            _ => DecidedBy::Default,
-                        },
+                        rule,
                         requested_at: *requested_at,
                         expires_at: *expires_at,
                         description: description.clone(),
                         schema: schema.clone(),
-                        status: ApprovalStatus::Pending,
+                        context: call.context.clone(),
+                        status,
+                        settled_by,
                         approved_by: Vec::new(),
                         edited_by: None,
                         decisions: Vec::new(),
@@ -796,6 +875,9 @@ impl RunState {
                 };
             }
         }
+        if self.external {
+            self.hand_over_cleared();
+        }
         self.close_turn();
         if !self.status.is_finished() {
             self.status = if matches!(self.next(), Next::Wait) {
@@ -810,6 +892,15 @@ impl RunState {
     pub fn next(&self) -> Next {
         if self.status.is_finished() {
             return Next::Done;
+        }
+        if self.external {
+            // The agent calls its tools and asks again when it wants to:
+            // the engine has only people to wait for.
+            return if self.pending_approvals().next().is_some() {
+                Next::Wait
+            } else {
+                Next::Done
+            };
         }
         if self.calls.is_empty() {
             return Next::CallModel;
@@ -873,10 +964,30 @@ impl RunState {
             .find(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
     }
 
+    /// In an external run, a cleared call is the agent's to run: toolgate's
+    /// part in it is over.
+    fn hand_over_cleared(&mut self) {
+        for call in &mut self.calls {
+            if call.result.is_none() && call.is_cleared() {
+                let text = match &call.approval {
+                    Some(approval) if approval.edited_by.is_some() => format!(
+                        "approved with edited arguments: {}",
+                        Value::Object(approval.args.clone())
+                    ),
+                    _ => "approved".to_owned(),
+                };
+                call.result = Some(ToolMessage::new(&call.call.id, text));
+            }
+        }
+    }
+
     /// Once every call of the turn is over, their results join the
     /// conversation, in the model's order, and the turn closes.
     fn close_turn(&mut self) {
-        if self.calls.is_empty() || self.calls.iter().any(|c| c.result.is_none()) {
+        // An external run's call is gated and given its approval in one
+        // append: it is over only once it has both.
+        let over = |c: &CallState| c.result.is_some() && (!self.external || c.approval.is_some());
+        if self.calls.is_empty() || !self.calls.iter().all(over) {
             return;
         }
         for call in std::mem::take(&mut self.calls) {
@@ -1221,5 +1332,163 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An external run's first call, gated with `verdict`, and its
+    /// approval.
+    fn external(call_id: &str, verdict: Gate) -> Vec<Event> {
+        vec![
+            Event::CallRequested {
+                call: call(call_id),
+                principal: "bot".into(),
+                thread: Some("t-1".into()),
+                context: Some(json!({"ticket": 7})),
+            },
+            Event::GateVerdict {
+                call_id: call_id.into(),
+                verdict,
+                condition_errors: vec![],
+            },
+            Event::ApprovalRequested {
+                call_id: call_id.into(),
+                approval_id: format!("approval-{call_id}"),
+                fingerprint: fingerprint(call_id),
+                ask: AskSpec::default(),
+                requested_at: 5,
+                expires_at: None,
+                description: "sends".into(),
+                schema: json!({}),
+            },
+        ]
+    }
+
+    fn ask() -> Gate {
+        Gate::Ask {
+            by: DecidedBy::Default,
+        }
+    }
+
+    #[test]
+    fn an_external_call_waits_then_is_handed_to_the_agent() {
+        let mut events = external("a", ask());
+        let state = RunState::fold(&events);
+        assert!(state.external);
+        assert_eq!(state.principal.as_deref(), Some("bot"));
+        assert_eq!(state.thread.as_deref(), Some("t-1"));
+        assert_eq!(state.status, RunStatus::Waiting);
+        assert_eq!(state.next(), Next::Wait);
+        let pending: Vec<_> = state.pending_approvals().collect();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].context, Some(json!({"ticket": 7})));
+        assert_eq!(pending[0].settled_by, None);
+
+        events.push(Event::DecisionRecorded {
+            approval_id: "approval-a".into(),
+            decision: Decision::Approve,
+            principal: "alice".into(),
+            fingerprint: fingerprint("a"),
+            grant: None,
+        });
+        let state = RunState::fold(&events);
+        // Nothing is left for toolgate: the agent runs the tool.
+        assert_eq!(state.next(), Next::Done);
+        assert_eq!(state.status, RunStatus::Running);
+        assert!(state.calls.is_empty());
+        let approval = state.approval("approval-a").unwrap();
+        assert_eq!(approval.status, ApprovalStatus::Approved);
+        assert_eq!(approval.context, Some(json!({"ticket": 7})));
+    }
+
+    #[test]
+    fn an_external_call_policy_settles_is_born_settled() {
+        let rule = DecidedBy::Rule {
+            number: 2,
+            name: "mail".into(),
+        };
+        let allowed = RunState::fold(&external("a", Gate::Allow { by: rule.clone() }));
+        let approval = allowed.approval("approval-a").unwrap();
+        assert_eq!(approval.status, ApprovalStatus::Approved);
+        assert_eq!(approval.settled_by.as_deref(), Some("policy (mail)"));
+        assert_eq!(allowed.status, RunStatus::Running);
+        assert!(allowed.calls.is_empty());
+
+        let denied = RunState::fold(&external(
+            "a",
+            Gate::Deny {
+                by: rule,
+                reason: Some("never".into()),
+            },
+        ));
+        let approval = denied.approval("approval-a").unwrap();
+        assert_eq!(approval.status, ApprovalStatus::Rejected);
+        assert_eq!(approval.settled_by.as_deref(), Some("policy (mail)"));
+        assert!(matches!(
+            denied.messages.last(),
+            Some(Message::Tool(m)) if m.content.contains("never")
+        ));
+
+        let granted = RunState::fold(&external(
+            "a",
+            Gate::Granted {
+                grant_id: "g-1".into(),
+            },
+        ));
+        let approval = granted.approval("approval-a").unwrap();
+        assert_eq!(approval.status, ApprovalStatus::Approved);
+        assert_eq!(approval.settled_by.as_deref(), Some("grant g-1"));
+    }
+
+    #[test]
+    fn an_external_run_takes_more_calls_while_one_waits() {
+        let mut events = external("a", ask());
+        let second = external("b", ask());
+        let Event::CallRequested { call, context, .. } = &second[0] else {
+            unreachable!()
+        };
+        events.push(Event::CallRequested {
+            call: call.clone(),
+            // Later calls do not change who owns the run.
+            principal: "someone-else".into(),
+            thread: None,
+            context: context.clone(),
+        });
+        events.extend(second[1..].iter().cloned());
+        events.push(Event::DecisionRecorded {
+            approval_id: "approval-b".into(),
+            decision: Decision::Reject {
+                message: Some("no".into()),
+            },
+            principal: "alice".into(),
+            fingerprint: fingerprint("b"),
+            grant: None,
+        });
+        let state = RunState::fold(&events);
+        assert_eq!(state.principal.as_deref(), Some("bot"));
+        assert_eq!(state.status, RunStatus::Waiting);
+        let pending: Vec<_> = state.pending_approvals().map(|a| a.id.as_str()).collect();
+        assert_eq!(pending, ["approval-a"]);
+        assert_eq!(
+            state.approval("approval-b").unwrap().status,
+            ApprovalStatus::Rejected
+        );
+    }
+
+    #[test]
+    fn model_turns_and_outside_calls_do_not_mix() {
+        // A model turn in an external run changes nothing ...
+        let mut events = external("a", ask());
+        events.push(Event::ModelTurn {
+            message: AiMessage::with_tool_calls([call("z")]),
+        });
+        let state = RunState::fold(&events);
+        assert!(state.call("z").is_none());
+        assert_eq!(state.pending_approvals().count(), 1);
+        // ... and neither does an outside call in an engine run.
+        let mut events = asked(1);
+        events.push(external("c", ask()).remove(0));
+        let state = RunState::fold(&events);
+        assert!(!state.external);
+        assert!(state.call("c").is_none());
+        assert_eq!(state.calls.len(), 2);
     }
 }

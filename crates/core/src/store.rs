@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::audit::AuditEntry;
 use crate::fingerprint::Fingerprint;
 use crate::grant::Grant;
+use crate::principal::Principal;
 use crate::run::{ApprovalStatus, Event};
 
 /// An event as stored: its run, its place in the run's log, and when it
@@ -164,6 +165,39 @@ pub struct RunQuery {
     pub limit: usize,
 }
 
+/// An API token as the store keeps it: the principal it stands for and the
+/// SHA-256 of the secret, never the secret itself. Tokens are long random
+/// strings, so a plain hash is as good as a slow one and lets every request
+/// be checked with one index lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The token's id (not secret): what listings show and revocation
+    /// names.
+    pub id: String,
+    /// Who the token speaks for.
+    pub principal: Principal,
+    /// SHA-256 of the token's secret text.
+    #[serde(skip)]
+    pub hash: [u8; 32],
+    /// When it was made (Unix milliseconds).
+    pub created_at: i64,
+    /// Who made it.
+    pub created_by: String,
+    /// When it stops working, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenRecord {
+    /// True when the token may be used at `now`: not revoked, not expired.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
 /// Why a store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -240,4 +274,24 @@ pub trait Store: Send + Sync {
     /// The public key that verifies the store's signatures (Ed25519, 32
     /// bytes).
     async fn public_key(&self) -> Result<[u8; 32], StoreError>;
+
+    /// The sequence number of the audit log's last entry; 0 when empty.
+    async fn audit_head(&self) -> Result<u64, StoreError>;
+
+    /// How many approvals have this status.
+    async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError>;
+
+    /// Keeps a new API token. Its id and hash must be new.
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// The token whose secret has this SHA-256, revoked and expired ones
+    /// included (the caller decides what they may do).
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// All tokens, newest first, revoked ones included.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a token at `at`; false when it was revoked already,
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError>;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use toolgate_core::grant::Grant;
-use toolgate_core::policy::{Action, EvalInput, Policy};
+use toolgate_core::policy::{Action, EvalInput, Policy, Verdict};
 use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
 use toolgate_core::store::{Append, ApprovalRow, Store, StoreError};
 use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
@@ -280,8 +280,13 @@ impl Agent {
     /// otherwise marks it in doubt until the other's finish settles it.
     pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
-        self.drive(Loaded::load(store.as_ref(), run_id).await?)
-            .await
+        let run = Loaded::load(store.as_ref(), run_id).await?;
+        if run.state.external {
+            return Err(EngineError::External {
+                run_id: run_id.to_owned(),
+            });
+        }
+        self.drive(run).await
     }
 
     /// Drives a folded run until it completes, fails or must wait.
@@ -433,38 +438,7 @@ impl Agent {
             if let Some(principal) = &principal {
                 input = input.principal(principal);
             }
-            let verdict = self.policy.evaluate(&input);
-            let mut gate = match verdict.action {
-                Action::Allow => Gate::Allow {
-                    by: verdict.decided_by.clone(),
-                },
-                Action::Deny => Gate::Deny {
-                    by: verdict.decided_by.clone(),
-                    reason: verdict.reason.as_deref().map(str::to_owned),
-                },
-                Action::Ask => Gate::Ask {
-                    by: verdict.decided_by.clone(),
-                },
-            };
-            if matches!(gate, Gate::Ask { .. }) {
-                // Grants turn an `ask` into a run; never a `deny`.
-                let live = match &mut grants {
-                    Some(grants) => grants,
-                    None => grants.insert(store.grants().await.map_err(EngineError::from)?),
-                };
-                for grant in live.iter().filter(|g| g.covers(&input, now)) {
-                    if store
-                        .use_grant(&grant.id)
-                        .await
-                        .map_err(EngineError::from)?
-                    {
-                        gate = Gate::Granted {
-                            grant_id: grant.id.clone(),
-                        };
-                        break;
-                    }
-                }
-            }
+            let (gate, verdict) = gate_call(store, &self.policy, &input, &mut grants, now).await?;
             let ask = matches!(gate, Gate::Ask { .. });
             events.push(Event::GateVerdict {
                 call_id: call.id.clone(),
@@ -579,6 +553,46 @@ impl Agent {
             observer(step);
         }
     }
+}
+
+/// What policy, then standing grants, say about one valid call: grants
+/// turn an `ask` into a run, never a `deny`. `grants` caches the store's
+/// grants across the calls of one turn.
+pub(crate) async fn gate_call(
+    store: &dyn Store,
+    policy: &Policy,
+    input: &EvalInput<'_>,
+    grants: &mut Option<Vec<Grant>>,
+    now: i64,
+) -> Result<(Gate, Verdict), EngineError> {
+    let verdict = policy.evaluate(input);
+    let mut gate = match verdict.action {
+        Action::Allow => Gate::Allow {
+            by: verdict.decided_by.clone(),
+        },
+        Action::Deny => Gate::Deny {
+            by: verdict.decided_by.clone(),
+            reason: verdict.reason.as_deref().map(str::to_owned),
+        },
+        Action::Ask => Gate::Ask {
+            by: verdict.decided_by.clone(),
+        },
+    };
+    if matches!(gate, Gate::Ask { .. }) {
+        let live = match grants {
+            Some(grants) => grants,
+            None => grants.insert(store.grants().await?),
+        };
+        for grant in live.iter().filter(|g| g.covers(input, now)) {
+            if store.use_grant(&grant.id).await? {
+                gate = Gate::Granted {
+                    grant_id: grant.id.clone(),
+                };
+                break;
+            }
+        }
+    }
+    Ok((gate, verdict))
 }
 
 /// A step of the engine, as observers see it: for progress reports,

@@ -349,6 +349,22 @@ pub(crate) async fn expire_due_in(
     }
 }
 
+/// Expires approval `approval_id` if it is pending past its time (and any
+/// other approval of its run that is); returns its row as it then stands.
+pub async fn expire_approval(
+    store: &dyn Store,
+    approval_id: &str,
+    now: i64,
+) -> Result<ApprovalRow, DecideError> {
+    let row = store.approval(approval_id).await?;
+    if row.status != ApprovalStatus::Pending || row.expires_at.is_none_or(|at| at > now) {
+        return Ok(row);
+    }
+    let mut run = Loaded::load(store, &row.run_id).await?;
+    expire_due_in(store, &mut run, now).await?;
+    Ok(store.approval(approval_id).await?)
+}
+
 /// Expires every pending approval in the store whose time has come (they
 /// are rejected: a timeout fails closed); returns how many.
 pub async fn expire_due(store: &dyn Store, now: i64) -> Result<usize, EngineError> {

@@ -43,12 +43,18 @@
 
 mod agent;
 mod decide;
+mod detail;
+mod external;
 mod rows;
 
 use std::sync::Arc;
 
 pub use agent::{Agent, Observer, RunOptions, RunOutcome, Step, Wait};
-pub use decide::{DecideError, DecisionRequest, decide, expire_due, resolve_in_doubt};
+pub use decide::{
+    DecideError, DecisionRequest, decide, expire_approval, expire_due, resolve_in_doubt,
+};
+pub use detail::{ApprovalDetail, approval_detail};
+pub use external::{CallRequest, RequestError, request_call};
 
 use toolgate_core::store::StoreError;
 use toolgate_core::{ModelError, ToolError};
@@ -101,6 +107,15 @@ pub enum EngineError {
         run_id: String,
         /// The limit.
         turns: u32,
+    },
+    /// The run belongs to an outside agent that asks over the API: it has
+    /// no model or tools here to drive.
+    #[error(
+        "run {run_id} is driven by an outside agent through toolgate's API; it cannot be resumed here (decide its approvals instead)"
+    )]
+    External {
+        /// The run.
+        run_id: String,
     },
     /// The run was changed by others faster than this process could act.
     #[error("run {run_id} kept changing under this process ({attempts} attempts); try again")]

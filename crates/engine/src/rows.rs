@@ -18,6 +18,14 @@ pub(crate) fn run_row(run_id: &str, state: &RunState, created_at: i64, now: i64)
             _ => None,
         })
         .unwrap_or_default();
+    let asks_over_api;
+    let prompt = match (&state.principal, state.external) {
+        (Some(principal), true) => {
+            asks_over_api = format!("calls asked for by {principal} over the API");
+            asks_over_api.as_str()
+        }
+        _ => prompt,
+    };
     RunRow {
         id: run_id.to_owned(),
         status: state.status.as_str().to_owned(),
@@ -54,7 +62,11 @@ pub(crate) fn approval_row(
             .collect(),
         created_at: approval.requested_at,
         expires_at: approval.expires_at,
-        decided_by: approval.decisions.last().map(|d| d.principal.clone()),
+        decided_by: approval
+            .decisions
+            .last()
+            .map(|d| d.principal.clone())
+            .or_else(|| approval.settled_by.clone()),
         decided_at: if approval.status == ApprovalStatus::Pending {
             None
         } else {

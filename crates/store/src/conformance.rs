@@ -58,6 +58,10 @@ macro_rules! store_conformance_tests {
             audit_log_chains_across_runs_and_verifies,
             grant_revocation_is_a_signed_audit_entry,
             audit_pages_oldest_first,
+            approvals_are_counted_by_status,
+            tokens_are_found_by_hash_listed_and_revoked,
+            call_requests_round_trip,
+            audit_head_follows_appends,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -445,6 +449,121 @@ pub async fn approval_rows_are_upserted_filtered_and_paged(store: Arc<dyn Store>
         pages.push(page);
     }
     assert_eq!(pages, [vec!["b2", "a3"], vec!["a2", "b1"], vec!["a1"]]);
+}
+
+/// Approvals are counted by status, decided ones moving between counts.
+pub async fn approvals_are_counted_by_status(store: Arc<dyn Store>) {
+    use ApprovalStatus::{Approved, Pending, Rejected};
+    assert_eq!(ok(store.approval_count(Pending).await), 0);
+    let mut a = append("run-a", 0, vec![started("Email Bob")]);
+    a.approvals = vec![
+        approval_row("a1", "run-a", Pending, 100),
+        approval_row("a2", "run-a", Pending, 200),
+        approval_row("a3", "run-a", Approved, 300),
+    ];
+    ok(store.append(a).await);
+    let mut decide = append("run-a", 1, vec![decided("a2", "bob@example.com", None)]);
+    decide.approvals = vec![approval_row("a2", "run-a", Rejected, 200)];
+    ok(store.append(decide).await);
+    assert_eq!(ok(store.approval_count(Pending).await), 1);
+    assert_eq!(ok(store.approval_count(Approved).await), 1);
+    assert_eq!(ok(store.approval_count(Rejected).await), 1);
+    assert_eq!(ok(store.approval_count(ApprovalStatus::Expired).await), 0);
+}
+
+/// Tokens are kept with their principal, found by the hash of their
+/// secret, listed newest first, and revoked once.
+pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) {
+    use toolgate_core::store::TokenRecord;
+    use toolgate_core::{Principal, Role};
+    let token = |id: &str, byte: u8, created_at: i64| TokenRecord {
+        id: id.to_owned(),
+        principal: Principal::new(format!("user-{id}"), Role::Approver).groups(["ops", "sre"]),
+        hash: [byte; 32],
+        created_at,
+        created_by: "admin".to_owned(),
+        expires_at: Some(created_at + 1000),
+        revoked_at: None,
+    };
+    assert_eq!(ok(store.tokens().await), []);
+    assert_eq!(ok(store.token_by_hash(&[1; 32]).await), None);
+    let alice = token("t-alice", 1, 100);
+    let mut bot = token("t-bot", 2, 200);
+    bot.principal = Principal::new("bot", Role::Agent);
+    bot.expires_at = None;
+    ok(store.create_token(&alice).await);
+    ok(store.create_token(&bot).await);
+    assert_eq!(ok(store.token_by_hash(&[1; 32]).await), Some(alice.clone()));
+    assert_eq!(ok(store.token_by_hash(&[2; 32]).await), Some(bot.clone()));
+    assert_eq!(ok(store.token_by_hash(&[3; 32]).await), None);
+    assert_eq!(ok(store.tokens().await), [bot.clone(), alice.clone()]);
+
+    // The same secret (or id) twice is refused, and the first one stays.
+    let mut again = token("t-again", 1, 300);
+    assert!(
+        store.create_token(&again).await.is_err(),
+        "a second token with one hash"
+    );
+    again.hash = [4; 32];
+    again.id = "t-alice".to_owned();
+    assert!(
+        store.create_token(&again).await.is_err(),
+        "a second token with one id"
+    );
+    assert_eq!(ok(store.tokens().await).len(), 2);
+
+    assert!(ok(store.revoke_token("t-alice", 500).await));
+    assert!(
+        !ok(store.revoke_token("t-alice", 600).await),
+        "revoked already"
+    );
+    let revoked = ok(store.token_by_hash(&[1; 32]).await).unwrap();
+    assert_eq!(revoked.revoked_at, Some(500));
+    assert!(!revoked.is_live(501));
+    assert!(bot.is_live(i64::MAX));
+    assert!(!alice.is_live(1100), "expired");
+    match store.revoke_token("t-nobody", 1).await {
+        Err(StoreError::NotFound { what: "token", id }) => assert_eq!(id, "t-nobody"),
+        other => panic!("an unknown token should not be found: {other:?}"),
+    }
+}
+
+/// The audit head is the last entry's number, from 0.
+pub async fn audit_head_follows_appends(store: Arc<dyn Store>) {
+    assert_eq!(ok(store.audit_head().await), 0);
+    ok(store
+        .append(append("run-a", 0, vec![started("Email Bob")]))
+        .await);
+    assert_eq!(ok(store.audit_head().await), 1);
+    ok(store
+        .append(append(
+            "run-a",
+            1,
+            vec![model_turn("call-1", "bob@example.com"), run_completed()],
+        ))
+        .await);
+    assert_eq!(ok(store.audit_head().await), 3);
+    let last = ok(store.audit(0, 0).await).pop().unwrap();
+    assert_eq!(last.seq, 3);
+}
+
+/// An external run's call request, with its context, is stored and read
+/// back as it was, and chains into the audit log like any event.
+pub async fn call_requests_round_trip(store: Arc<dyn Store>) {
+    let request = Event::CallRequested {
+        call: toolgate_core::ToolCall::new("call-1", "send_email", Value::Object(args("x@y.z"))),
+        principal: "bot".to_owned(),
+        thread: Some("thread-1".to_owned()),
+        context: Some(json!({"ticket": 42, "why": "<b>customer</b> asked"})),
+    };
+    let events = vec![request, requested("call-1", "a1", "x@y.z")];
+    ok(store.append(append("run-x", 0, events.clone())).await);
+    let loaded: Vec<Event> = ok(store.load("run-x").await)
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(loaded, events);
+    verified_audit(store.as_ref()).await;
 }
 
 /// A limit of 0 lists the newest 50.

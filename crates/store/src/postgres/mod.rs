@@ -26,7 +26,9 @@ use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    TokenRecord,
 };
+use toolgate_core::{Principal, Role};
 
 use self::error::{corrupt, failed, pg_error};
 
@@ -838,6 +840,151 @@ impl Store for PgStore {
     async fn public_key(&self) -> Result<[u8; 32], StoreError> {
         Ok(self.signer.public_key())
     }
+
+    async fn audit_head(&self) -> Result<u64, StoreError> {
+        let what = || "cannot read the audit log's head".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT seq FROM audit_head")
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        count(get(&row, 0, &what)?, &what)
+    }
+
+    async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError> {
+        let what = || format!("cannot count {status} approvals");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT count(*) FROM approvals WHERE status = $1")
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let row = client
+            .query_one(&statement, &[&status.as_str()])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        count(get(&row, 0, &what)?, &what)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let what = || format!("cannot create token {}", token.id);
+        let groups = serde_json::to_string(&token.principal.groups)
+            .map_err(|error| corrupt(format!("{}: {error}", what())))?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &token.id,
+                    &&token.hash[..],
+                    &token.principal.name,
+                    &token.principal.role.as_str(),
+                    &groups,
+                    &token.created_at,
+                    &token.created_by,
+                    &token.expires_at,
+                    &token.revoked_at,
+                ],
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let what = || "cannot look up a token".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+            ))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        client
+            .query_opt(&statement, &[&&hash[..]])
+            .await
+            .map_err(|error| failed(what(), &error))?
+            .map(|row| token_record(&row))
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let what = || "cannot list tokens".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC, id DESC"
+            ))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &[])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter().map(token_record).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let what = || format!("cannot revoke token {id}");
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .await
+            .map_err(sql)?;
+        if client.execute(&statement, &[&id, &at]).await.map_err(sql)? > 0 {
+            return Ok(true);
+        }
+        let statement = client
+            .prepare_cached("SELECT 1 FROM tokens WHERE id = $1")
+            .await
+            .map_err(sql)?;
+        match client.query_opt(&statement, &[&id]).await.map_err(sql)? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            }),
+        }
+    }
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, hash, name, role, groups, created_at, created_by, expires_at, revoked_at";
+
+fn token_record(row: &Row) -> Result<TokenRecord, StoreError> {
+    let id: String = get(row, 0, &|| "a token".to_owned())?;
+    let what = || format!("token {id}");
+    let hash: Vec<u8> = get(row, 1, &what)?;
+    let role: String = get(row, 3, &what)?;
+    let groups: String = get(row, 4, &what)?;
+    Ok(TokenRecord {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt(format!("{} has a hash that is not 32 bytes", what())))?,
+        principal: Principal {
+            name: get(row, 2, &what)?,
+            role: Role::parse(&role)
+                .ok_or_else(|| corrupt(format!("{} has the unknown role `{role}`", what())))?,
+            groups: json(&groups, &what)?,
+        },
+        created_at: get(row, 5, &what)?,
+        created_by: get(row, 6, &what)?,
+        expires_at: get(row, 7, &what)?,
+        revoked_at: get(row, 8, &what)?,
+        id,
+    })
 }
 
 #[cfg(test)]

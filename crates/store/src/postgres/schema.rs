@@ -29,13 +29,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x7467_6174;
 
 /// The tables toolgate makes, to tell another program's database apart.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "meta",
     "runs",
     "events",
     "audit_head",
     "approvals",
     "grants",
+    "tokens",
 ];
 
 /// The migrations, oldest first: the database is at version `n` once the
@@ -128,6 +129,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         revoked_at  BIGINT
     );
     CREATE INDEX grants_newest ON grants (created_at, id);
+    "#,
+    // 2: API tokens, kept as the SHA-256 of their secret. `groups` is a
+    // JSON array of names.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        hash       BYTEA NOT NULL UNIQUE,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        groups     TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT
+    );
+    CREATE INDEX tokens_newest ON tokens (created_at, id);
     "#,
 ];
 

@@ -9,6 +9,7 @@ mod codes;
 mod error;
 mod read;
 mod schema;
+mod tokens;
 mod writer;
 
 use std::fmt;
@@ -21,8 +22,10 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::Grant;
+use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    TokenRecord,
 };
 
 use self::read::Readers;
@@ -210,6 +213,44 @@ impl Store for SqliteStore {
 
     async fn public_key(&self) -> Result<[u8; 32], StoreError> {
         Ok(self.public_key)
+    }
+
+    async fn audit_head(&self) -> Result<u64, StoreError> {
+        self.readers.run(tokens::audit_head).await
+    }
+
+    async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError> {
+        self.readers
+            .run(move |conn| tokens::approval_count(conn, status))
+            .await
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.write(|reply| {
+            Request::Plain(Box::new(move |conn| tokens::create(conn, &token)), reply)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = *hash;
+        self.readers
+            .run(move |conn| tokens::by_hash(conn, &hash))
+            .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.readers.run(tokens::all).await
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(|reply| {
+            Request::Plain(Box::new(move |conn| tokens::revoke(conn, &id, at)), reply)
+        })
+        .await
     }
 }
 

@@ -125,6 +125,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
+    // 2: API tokens, kept as the SHA-256 of their secret. `groups` is a
+    // JSON array of names.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        hash       BLOB NOT NULL UNIQUE,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        groups     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX tokens_newest ON tokens (created_at, id);
+    "#,
 ];
 
 /// What the writer needs from the database when it starts.

@@ -50,7 +50,12 @@ pub(crate) enum Request {
     UseGrant(String, Reply<bool>),
     /// [`toolgate_core::store::Store::revoke_grant`].
     RevokeGrant(Revoke, Reply<bool>),
+    /// A write outside the audit log (API tokens), in its own savepoint.
+    Plain(PlainWrite, Reply<bool>),
 }
+
+/// A write that adds no audit entry: see `super::tokens`.
+pub(crate) type PlainWrite = Box<dyn FnOnce(&Connection) -> Result<bool, StoreError> + Send>;
 
 /// A grant to revoke.
 pub(crate) struct Revoke {
@@ -169,9 +174,9 @@ impl Request {
     fn failed(self, why: &str) -> Done {
         match self {
             Request::Append(_, reply) => Done::Version(reply, Err(failure(why))),
-            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
-                Done::Flag(reply, Err(failure(why)))
-            }
+            Request::UseGrant(_, reply)
+            | Request::RevokeGrant(_, reply)
+            | Request::Plain(_, reply) => Done::Flag(reply, Err(failure(why))),
         }
     }
 }
@@ -262,6 +267,10 @@ impl Writer {
                     let result = self.in_savepoint(&mut head, &mut lost, |conn, signer, head| {
                         revoke_grant(conn, signer, head, &revoke, now)
                     });
+                    Done::Flag(reply, result)
+                }
+                Request::Plain(write, reply) => {
+                    let result = self.in_savepoint(&mut head, &mut lost, |conn, _, _| write(conn));
                     Done::Flag(reply, result)
                 }
             });

@@ -1,0 +1,237 @@
+//! Calls from outside agents: a program in any language asks, through
+//! toolgate's API, whether it may make a tool call it will make itself.
+//!
+//! Each such call is gated like an engine run's (policy, then grants) and
+//! recorded in an *external* run: a log that starts with
+//! [`Event::CallRequested`] and holds, for every call, its verdict and an
+//! approval, pending or born settled. People decide those approvals with
+//! [`crate::decide`], as any other; the agent reads the decision and acts.
+//! An agent that names the same run again adds its calls to it, so that
+//! grants scoped to the run cover them.
+
+use serde_json::{Map, Value};
+use toolgate_core::policy::{AskSpec, EvalInput, Policy};
+use toolgate_core::run::{Event, Gate, RunState};
+use toolgate_core::store::{Store, StoreError};
+use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
+
+use crate::agent::{Loaded, append_events, gate_call};
+use crate::detail::ApprovalDetail;
+use crate::{EngineError, new_id};
+
+/// How often a request that lost a race for its run is tried again.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// The longest tool name and run id accepted.
+const MAX_NAME: usize = 128;
+
+/// A call an outside agent wants to make.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CallRequest {
+    /// The run to add the call to (made if it does not exist); `None` for
+    /// a new run with a new id.
+    pub run_id: Option<String>,
+    /// The agent's conversation thread, for grants scoped to a thread
+    /// (taken when the run is made).
+    pub thread: Option<String>,
+    /// The tool.
+    pub tool: String,
+    /// Its arguments.
+    pub args: Map<String, Value>,
+    /// The JSON Schema of the arguments: they are checked against it now,
+    /// and edits later. `None` accepts any object.
+    pub schema: Option<Value>,
+    /// What the tool does, for the people deciding.
+    pub description: Option<String>,
+    /// The tool's hints, which decide when no policy rule matches.
+    pub hints: ToolHints,
+    /// Anything the agent wants the people deciding to see.
+    pub context: Option<Value>,
+}
+
+impl CallRequest {
+    /// A request for `tool` with `args`.
+    pub fn new(tool: impl Into<String>, args: Map<String, Value>) -> Self {
+        CallRequest {
+            tool: tool.into(),
+            args,
+            ..CallRequest::default()
+        }
+    }
+}
+
+/// Why a call request was refused. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request itself is malformed: a bad tool name or run id.
+    #[error("{0}")]
+    Invalid(String),
+    /// The arguments fail the schema given, or the schema is not one.
+    #[error(transparent)]
+    InvalidArguments(ToolError),
+    /// The run named is an engine run, not an outside agent's.
+    #[error(
+        "run {run_id} is an engine run, driven by toolgate itself; name another run, or none for a new one"
+    )]
+    NotExternal {
+        /// The run.
+        run_id: String,
+    },
+    /// The run named belongs to another principal.
+    #[error("run {run_id} belongs to {owner}; {principal} may not add calls to it")]
+    Forbidden {
+        /// The run.
+        run_id: String,
+        /// Its owner.
+        owner: String,
+        /// Who asked.
+        principal: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for RequestError {
+    fn from(error: StoreError) -> Self {
+        RequestError::Engine(error.into())
+    }
+}
+
+/// Gates `request` for `principal` and records it; returns its approval,
+/// pending or already settled by policy or a grant.
+///
+/// The arguments are checked against the schema first; a request that
+/// fails any check stores nothing.
+pub async fn request_call(
+    store: &dyn Store,
+    policy: &Policy,
+    principal: &Principal,
+    request: CallRequest,
+    now: i64,
+) -> Result<ApprovalDetail, RequestError> {
+    check_name("tool name", &request.tool)?;
+    if let Some(run_id) = &request.run_id {
+        check_name("run id", run_id)?;
+    }
+    let schema = request
+        .schema
+        .clone()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(RequestError::InvalidArguments(ToolError::InvalidSchema {
+            tool: request.tool.clone(),
+            message: "a JSON Schema is an object (or true or false)".to_owned(),
+        }));
+    }
+    check_args(&request.tool, &schema, &request.args).map_err(RequestError::InvalidArguments)?;
+    let run_id = request.run_id.clone().unwrap_or_else(new_id);
+    let principal_name = Value::String(principal.name.clone());
+    for _ in 0..MAX_ATTEMPTS {
+        let mut run = match Loaded::load(store, &run_id).await {
+            Ok(run) => run,
+            Err(EngineError::Store(StoreError::NotFound { .. })) => Loaded {
+                run_id: run_id.clone(),
+                state: RunState::fold([]),
+                created_at: now,
+            },
+            Err(error) => return Err(error.into()),
+        };
+        if run.state.version > 0 {
+            if !run.state.external {
+                return Err(RequestError::NotExternal { run_id });
+            }
+            let owner = run.state.principal.clone().unwrap_or_default();
+            if owner != principal.name && principal.role != Role::Admin {
+                return Err(RequestError::Forbidden {
+                    run_id,
+                    owner,
+                    principal: principal.name.clone(),
+                });
+            }
+        }
+        let call = ToolCall {
+            id: new_id(),
+            name: request.tool.clone(),
+            args: request.args.clone(),
+        };
+        let asked = Event::CallRequested {
+            call: call.clone(),
+            principal: principal.name.clone(),
+            thread: request.thread.clone(),
+            context: request.context.clone(),
+        };
+        let mut after = run.state.clone();
+        after.apply(&asked);
+        let input = EvalInput::call(&call)
+            .hints(request.hints)
+            .run(&run_id, after.thread.as_deref())
+            .principal(&principal_name);
+        let (gate, verdict) = gate_call(store, policy, &input, &mut None, now).await?;
+        let ask = match gate {
+            Gate::Ask { .. } => verdict.ask.clone().unwrap_or_default(),
+            _ => AskSpec::default(),
+        };
+        let expires_at = match gate {
+            Gate::Ask { .. } => ask.timeout.map(|timeout| {
+                now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
+            }),
+            _ => None,
+        };
+        let approval_id = new_id();
+        let events = vec![
+            asked,
+            Event::GateVerdict {
+                call_id: call.id.clone(),
+                verdict: gate,
+                condition_errors: verdict.condition_errors,
+            },
+            Event::ApprovalRequested {
+                call_id: call.id.clone(),
+                approval_id: approval_id.clone(),
+                fingerprint: Fingerprint::of_call(&call.name, &call.args, &schema),
+                ask,
+                requested_at: now,
+                expires_at,
+                description: request.description.clone().unwrap_or_default(),
+                schema: schema.clone(),
+            },
+        ];
+        match append_events(store, &mut run, events, Vec::new(), now).await {
+            Ok(()) => {
+                let events = store.load(&run_id).await?;
+                let row = store.approval(&approval_id).await?;
+                return ApprovalDetail::of(row, &events).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "approval {approval_id} was appended to run {run_id} but is not in its log"
+                    ))
+                    .into()
+                });
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EngineError::Contended {
+        run_id,
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
+fn check_name(what: &str, text: &str) -> Result<(), RequestError> {
+    let fine = (1..=MAX_NAME).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b));
+    if fine {
+        Ok(())
+    } else {
+        Err(RequestError::Invalid(format!(
+            "the {what} {text:?} is not one toolgate accepts: use 1 to {MAX_NAME} letters, digits \
+             and `_ - . : /`"
+        )))
+    }
+}
