@@ -18,6 +18,7 @@ pub(crate) struct StoreArgs {
     /// TOOLGATE_DATABASE_URL.
     #[arg(
         long,
+        visible_alias = "database-url",
         value_name = "PATH",
         env = "TOOLGATE_DATABASE_URL",
         global = true

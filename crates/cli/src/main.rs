@@ -8,7 +8,9 @@ mod exit;
 mod grants;
 mod run;
 mod runs;
+mod serve;
 mod table;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,10 @@ enum Command {
     /// The audit log: verify, export, public-key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    Serve(serve::ServeArgs),
+    /// API tokens of the approval server: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +69,8 @@ fn main() -> ExitCode {
             Command::Runs(command) => runs::run(command, &cli.store).await,
             Command::Grants(command) => grants::run(command, &cli.store).await,
             Command::Audit(command) => audit::run(command, &cli.store).await,
+            Command::Serve(args) => serve::run(args, &cli.store).await,
+            Command::Tokens(command) => tokens::run(command, &cli.store).await,
         }
     });
     match result {

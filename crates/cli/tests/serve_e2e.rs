@@ -1,0 +1,333 @@
+//! `toolgate serve` and `toolgate tokens`, end to end: the built binary
+//! serving a real store on a loopback port, tokens made by the command
+//! line, and the example agent in Python (plain HTTP) asking, waiting and
+//! acting on the decision.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("toolgate.db")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("TOOLGATE_USER", "admin")
+            .current_dir(self.dir.path())
+            .arg("--db")
+            .arg(self.db())
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        common::run_piped(self.command(args), "")
+    }
+
+    /// A new token's secret: the last word toolgate printed.
+    fn token(&self, name: &str, role: &str) -> String {
+        let output = self.run(&["tokens", "create", "--name", name, "--role", role]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        let secret = stdout.split_whitespace().last().unwrap().to_owned();
+        assert!(secret.starts_with("tg_"), "{stdout}");
+        secret
+    }
+
+    /// Starts `toolgate serve` on a free loopback port; waits until it
+    /// listens.
+    fn serve(&self, policy: &str) -> Server {
+        std::fs::write(self.dir.path().join("toolgate.toml"), policy).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = self
+            .command(&["serve", "--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(
+            line.contains(&format!("listening on http://{listen}")),
+            "{line}"
+        );
+        Server {
+            child,
+            base: format!("http://{listen}"),
+            stderr,
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Server {
+    /// SIGTERM, then the exit status and what it printed after starting.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn http(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut request = client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+}
+
+/// Waits until an approval is pending, and returns it.
+fn pending(server: &Server, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = http(
+            "GET",
+            &format!("{}/v1/approvals?status=pending", server.base),
+            token,
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        if let Some(approval) = page["approvals"].get(0) {
+            return approval.clone();
+        }
+        assert!(Instant::now() < deadline, "no approval became pending");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn agent(server: &Server, token: &str, recipient: &str) -> Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-agent/agent.py");
+    Command::new("python3")
+        .arg(script)
+        .arg(recipient)
+        .env("TOOLGATE_URL", &server.base)
+        .env("TOOLGATE_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the example agent")
+}
+
+#[test]
+fn the_python_agent_sends_only_what_is_approved_and_reports_a_rejection() {
+    let env = Env::new();
+    let bot = env.token("python-agent", "agent");
+    let alice = env.token("alice", "approver");
+    let server = env.serve("");
+
+    // Approved with an edit: the agent sends to the edited recipient.
+    let run = agent(&server, &bot, "sally@gmail.com");
+    let approval = pending(&server, &alice);
+    assert_eq!(approval["tool"], "send_email");
+    assert_eq!(approval["args"]["recipient"], "sally@gmail.com");
+    let (status, answer) = http(
+        "POST",
+        &format!(
+            "{}/v1/approvals/{}/decision",
+            server.base,
+            approval["id"].as_str().unwrap()
+        ),
+        &alice,
+        Some(json!({
+            "decision": "edit",
+            "args": {"recipient": "sally@example.org", "message": "Hello Sally"},
+            "fingerprint": approval["fingerprint"],
+        })),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("is pending"), "{stdout}");
+    assert!(
+        stdout.ends_with("Successfully sent email to sally@example.org.\n"),
+        "{stdout}"
+    );
+
+    // Rejected: nothing is sent, and the agent says why.
+    let run = agent(&server, &bot, "mallory@gmail.com");
+    let approval = pending(&server, &alice);
+    let (status, _) = http(
+        "POST",
+        &format!(
+            "{}/v1/approvals/{}/decision",
+            server.base,
+            approval["id"].as_str().unwrap()
+        ),
+        &alice,
+        Some(json!({"decision": "reject", "message": "not to strangers"})),
+    );
+    assert_eq!(status, 200);
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains("Successfully sent"), "{stdout}");
+    assert!(
+        stdout.contains("not sent (rejected): alice rejected this call: not to strangers"),
+        "{stdout}"
+    );
+
+    // A bad token: the agent reports the server's words and fails.
+    let output = agent(&server, "tg_nonsense", "x@y.z")
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("401 Unauthorized: the token is not known"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("stopped"), "{rest}");
+
+    // Everything is in the audit log, which verifies.
+    let output = env.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
+}
+
+#[test]
+fn tokens_are_made_listed_and_revoked_from_the_command_line() {
+    let env = Env::new();
+    let output = env.run(&[
+        "tokens", "create", "--name", "alice", "--role", "approver", "--group", "ops", "--group",
+        "sre", "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["name"], "alice");
+    assert_eq!(created["role"], "approver");
+    assert_eq!(created["groups"], json!(["ops", "sre"]));
+    let secret = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let output = env.run(&["tokens", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["state"], "live");
+    assert!(
+        !text(&output.stdout).contains(&secret),
+        "the secret is never listed"
+    );
+
+    let server = env.serve("");
+    let (status, me) = http("GET", &format!("{}/v1/me", server.base), &secret, None);
+    assert_eq!((status, me["name"].as_str()), (200, Some("alice")));
+
+    let output = env.run(&["tokens", "revoke", &id]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // The server trusts a checked token for up to 2 seconds.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, problem) = http("GET", &format!("{}/v1/me", server.base), &secret, None);
+    assert_eq!(status, 401, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("revoked"));
+
+    let output = env.run(&["tokens", "revoke", "tok_nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr)
+            .contains("there is no token `tok_nope`; `toolgate tokens list` lists them"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = env.run(&["tokens", "create", "--name", "x", "--role", "root"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("use agent, approver or admin"));
+    let output = env.run(&["tokens", "create", "--name", "two words", "--role", "agent"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("is not one toolgate accepts"));
+    drop(server);
+}
+
+#[test]
+fn serve_refuses_a_taken_port_and_a_bad_policy_clearly() {
+    let env = Env::new();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let output = env.run(&["serve", "--listen", &listen]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains(&format!("cannot listen on {listen}")),
+        "{}",
+        text(&output.stderr)
+    );
+    std::fs::write(
+        env.dir.path().join("toolgate.toml"),
+        "[[policy.rules]]\ntool = \"x\"\naction = \"maybe\"\n",
+    )
+    .unwrap();
+    let output = env.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("toolgate.toml:3:"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -1,0 +1,582 @@
+//! The `/v1` API: agents ask about calls and wait for decisions; approvers
+//! list, read and decide them, and manage grants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toolgate_core::grant::{GrantRequest, GrantSpec};
+use toolgate_core::run::ApprovalStatus;
+use toolgate_core::store::{ApprovalQuery, StoreError};
+use toolgate_core::{Fingerprint, Role, ToolHints};
+use toolgate_engine::{
+    ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide,
+    expire_approval, request_call,
+};
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::state::AppState;
+use crate::wire::{
+    Approval, ApprovalDetailBody, ApprovalPage, CreateApproval, DecisionAnswer, DecisionBody,
+    DecisionKind, GrantBody, GrantList, GrantView, Me,
+};
+
+/// The most approvals one page lists.
+const MAX_LIMIT: usize = 500;
+
+/// A JSON body whose rejection is a problem document.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// A query string whose rejection is a problem document.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Params(value))
+    }
+}
+
+/// A path parameter whose rejection is a problem document.
+pub(crate) struct Id(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(Id(id))
+    }
+}
+
+/// Ask about a call.
+///
+/// The call is gated at once: by policy (`allow`, `deny`), by a standing
+/// grant, or it waits for people (`pending`). Run the tool only when the
+/// status is `approved` or `edited` (then with `args`, which an approver
+/// may have changed).
+#[utoipa::path(
+    post, path = "/v1/approvals", tag = "approvals",
+    request_body = CreateApproval,
+    responses(
+        (status = 201, description = "Recorded; decided or pending", body = ApprovalDetailBody,
+         headers(("Location" = String, description = "The approval's URL"))),
+        (status = 400, description = "Malformed request", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "The run belongs to another principal", body = crate::problem::ProblemDocument),
+        (status = 409, description = "The run is not an outside agent's", body = crate::problem::ProblemDocument),
+        (status = 422, description = "The arguments fail the schema", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn create_approval(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Body(body): Body<CreateApproval>,
+) -> Result<Response, Problem> {
+    let mut request = CallRequest::new(body.tool, body.args);
+    request.run_id = body.run_id;
+    request.thread = body.thread;
+    request.schema = body.schema;
+    request.description = body.description;
+    request.context = body.context;
+    request.hints = ToolHints {
+        read_only: body.hints.read_only,
+        destructive: body.hints.destructive,
+        idempotent: body.hints.idempotent,
+    };
+    let detail = request_call(
+        state.store.as_ref(),
+        &state.config.policy,
+        caller.principal(),
+        request,
+        state.now(),
+    )
+    .await?;
+    state.changed();
+    let location = format!("/v1/approvals/{}", detail.row.id);
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(ApprovalDetailBody::from(&detail)),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Which approvals to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Statuses, comma-separated (`pending`, `approved`, `edited`,
+    /// `rejected`, `expired`, `cancelled`), or `all` (the default).
+    status: Option<String>,
+    /// Only this run's. Agents must give one of their own runs.
+    run_id: Option<String>,
+    /// Only approvals older than this one: the previous page's
+    /// `next_before`.
+    before: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// List approvals, newest first.
+#[utoipa::path(
+    get, path = "/v1/approvals", tag = "approvals",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of approvals", body = ApprovalPage),
+        (status = 400, description = "Malformed query", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "An agent listing beyond its own runs", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn list_approvals(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Params(params): Params<ListParams>,
+) -> Result<axum::Json<ApprovalPage>, Problem> {
+    let statuses = parse_statuses(params.status.as_deref())?;
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_LIMIT}; page with `before` for more"
+        )));
+    }
+    if caller.is_agent() {
+        let Some(run_id) = &params.run_id else {
+            return Err(Problem::forbidden(format!(
+                "{} is an agent; agents list the approvals of their own runs: give run_id",
+                caller.name()
+            )));
+        };
+        check_run_owner(&state, &caller, run_id).await?;
+    }
+    let rows = state
+        .store
+        .approvals(&ApprovalQuery {
+            statuses,
+            run_id: params.run_id,
+            before: params.before,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = rows.len() > limit;
+    let approvals: Vec<Approval> = rows.iter().take(limit).map(Approval::from).collect();
+    let next_before = more
+        .then(|| approvals.last().map(|a| a.id.clone()))
+        .flatten();
+    Ok(axum::Json(ApprovalPage {
+        approvals,
+        next_before,
+    }))
+}
+
+fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, Problem> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty() && t.trim() != "all") else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|word| {
+            ApprovalStatus::parse(word.trim()).ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "`{}` is not a status: use pending, approved, edited, rejected, expired, \
+                     cancelled or all, comma-separated",
+                    word.trim()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// How long to wait for a decision.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitParams {
+    /// Wait up to this long (`30s`, `2m`) while the approval is pending,
+    /// answering as soon as it is decided (long-poll). At most 5 minutes.
+    wait: Option<String>,
+}
+
+/// Read an approval, optionally waiting for its decision.
+#[utoipa::path(
+    get, path = "/v1/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id"), WaitParams),
+    responses(
+        (status = 200, description = "The approval as it stands", body = ApprovalDetailBody),
+        (status = 400, description = "A bad wait", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "Another principal's approval", body = crate::problem::ProblemDocument),
+        (status = 404, description = "No such approval", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn get_approval(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+    Params(params): Params<WaitParams>,
+) -> Result<axum::Json<ApprovalDetailBody>, Problem> {
+    let wait = match params.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => {
+            let wait = humantime::parse_duration(text).map_err(|error| {
+                Problem::bad_request(format!(
+                    "wait=`{text}` is not a duration ({error}); write it like 30s or 2m"
+                ))
+            })?;
+            if wait > state.config.max_wait {
+                return Err(Problem::bad_request(format!(
+                    "wait={text} is longer than this server waits ({}); wait again after it \
+                     answers",
+                    humantime::format_duration(state.config.max_wait)
+                )));
+            }
+            wait
+        }
+    };
+    let detail = approval_detail(state.store.as_ref(), &id).await?;
+    check_visible(&caller, &detail)?;
+    let detail = if wait.is_zero() {
+        expired_now(&state, detail).await?
+    } else {
+        wait_for_decision(&state, detail, wait).await?
+    };
+    Ok(axum::Json(ApprovalDetailBody::from(&detail)))
+}
+
+/// The approval, expired first if it is pending past its time.
+async fn expired_now(state: &AppState, detail: ApprovalDetail) -> Result<ApprovalDetail, Problem> {
+    if detail.row.status == ApprovalStatus::Pending
+        && detail.row.expires_at.is_some_and(|at| at <= state.now())
+    {
+        expire(state, &detail.row.id).await?;
+        return Ok(approval_detail(state.store.as_ref(), &detail.row.id).await?);
+    }
+    Ok(detail)
+}
+
+async fn expire(state: &AppState, id: &str) -> Result<(), Problem> {
+    match expire_approval(state.store.as_ref(), id, state.now()).await {
+        Ok(_) => {
+            state.changed();
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Waits until approval `detail` is decided, it expires, `wait` passes or
+/// the server shuts down; the approval as it then stands.
+async fn wait_for_decision(
+    state: &AppState,
+    mut detail: ApprovalDetail,
+    wait: Duration,
+) -> Result<ApprovalDetail, Problem> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = state.changes.subscribe();
+    let mut shutdown = state.shutdown.subscribe();
+    let id = detail.row.id.clone();
+    loop {
+        detail = expired_now(state, detail).await?;
+        let now = tokio::time::Instant::now();
+        if detail.row.status != ApprovalStatus::Pending || now >= deadline || *shutdown.borrow() {
+            return Ok(detail);
+        }
+        let mut nap = state.config.poll.min(deadline - now);
+        if let Some(at) = detail.row.expires_at {
+            let left = u64::try_from(at.saturating_sub(state.now())).unwrap_or(0);
+            nap = nap.min(Duration::from_millis(left));
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = shutdown.changed() => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+        let row = state.store.approval(&id).await?;
+        if row.status != detail.row.status || row.decided_at != detail.row.decided_at {
+            detail = approval_detail(state.store.as_ref(), &id).await?;
+        }
+    }
+}
+
+/// Agents see only the approvals of their own runs.
+fn check_visible(caller: &Caller, detail: &ApprovalDetail) -> Result<(), Problem> {
+    if caller.is_agent() && detail.run_principal.as_deref() != Some(caller.name()) {
+        return Err(Problem::forbidden(format!(
+            "approval {} belongs to another principal's run; {} is an agent and sees only its own",
+            detail.row.id,
+            caller.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Agents act only on their own runs.
+async fn check_run_owner(state: &AppState, caller: &Caller, run_id: &str) -> Result<(), Problem> {
+    let events = match state.store.load(run_id).await {
+        Ok(events) => events,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(Problem::not_found(format!("there is no run `{run_id}`")));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let run = toolgate_core::run::RunState::fold(events.iter().map(|e| &e.event));
+    if run.principal.as_deref() != Some(caller.name()) {
+        return Err(Problem::forbidden(format!(
+            "run {run_id} belongs to another principal; {} is an agent and sees only its own runs",
+            caller.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Decide an approval.
+///
+/// `approve` runs the call as it is; `edit` runs it with `args` (checked
+/// against the schema; it counts as the editor's approval); `reject`
+/// refuses it, and `message` goes back to the agent. With `fingerprint`,
+/// the decision is refused if the call is no longer the one shown.
+#[utoipa::path(
+    post, path = "/v1/approvals/{id}/decision", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "Recorded", body = DecisionAnswer),
+        (status = 400, description = "Malformed decision or grant", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "The caller may not decide it", body = crate::problem::ProblemDocument),
+        (status = 404, description = "No such approval", body = crate::problem::ProblemDocument),
+        (status = 409, description = "Decided already (the winning state is in `approval`), or another fingerprint", body = crate::problem::ProblemDocument),
+        (status = 422, description = "Edited arguments fail the schema", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn decide_approval(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+    Body(body): Body<DecisionBody>,
+) -> Result<axum::Json<DecisionAnswer>, Problem> {
+    caller.require_decider("decide approvals")?;
+    record_decision(&state, &caller, &id, body)
+        .await
+        .map(axum::Json)
+}
+
+/// Records a decision for the API and the inbox alike.
+pub(crate) async fn record_decision(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: DecisionBody,
+) -> Result<DecisionAnswer, Problem> {
+    let request = match (body.decision, body.args, body.message) {
+        (DecisionKind::Approve, None, None) => DecisionRequest::Approve,
+        (DecisionKind::Edit, Some(args), None) => DecisionRequest::Edit(args),
+        (DecisionKind::Reject, None, message) => {
+            DecisionRequest::Reject(message.filter(|m| !m.trim().is_empty()))
+        }
+        (DecisionKind::Edit, None, _) => {
+            return Err(Problem::bad_request(
+                "an edit needs `args`: the arguments the call should run with",
+            ));
+        }
+        (_, Some(_), _) => {
+            return Err(Problem::bad_request(
+                "`args` go only with `\"decision\": \"edit\"`",
+            ));
+        }
+        (_, _, Some(_)) => {
+            return Err(Problem::bad_request(
+                "`message` goes only with `\"decision\": \"reject\"`",
+            ));
+        }
+    };
+    let now = state.now();
+    let grant = match body.grant {
+        None => None,
+        Some(grant) => {
+            let (scope, tool, when) = match grant {
+                GrantBody::Scope(scope) => (scope, None, None),
+                GrantBody::Full { scope, tool, when } => (scope, tool, when),
+            };
+            let spec: GrantSpec = scope
+                .parse()
+                .map_err(|why: String| Problem::bad_request(format!("grant: {why}")))?;
+            Some(GrantRequest {
+                tool,
+                when,
+                scope: spec.scope(now),
+            })
+        }
+    };
+    let row = state.store.approval(id).await?;
+    let fingerprint: Fingerprint = match body.fingerprint {
+        Some(text) => {
+            if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(Problem::bad_request(format!(
+                    "fingerprint `{text}` is not one: a fingerprint is 64 lower-case hex digits,                      as the approval's `fingerprint` shows"
+                )));
+            }
+            serde_json::from_value(serde_json::Value::String(text))
+                .map_err(|error| Problem::bad_request(format!("fingerprint: {error}")))?
+        }
+        None => row.fingerprint.clone(),
+    };
+    match decide(
+        state.store.as_ref(),
+        caller.principal(),
+        id,
+        &fingerprint,
+        request,
+        grant,
+        now,
+    )
+    .await
+    {
+        Ok(decided) => {
+            state.changed();
+            if decided.status != ApprovalStatus::Pending {
+                state.metrics.decided(decided.created_at, now);
+            }
+            let detail = approval_detail(state.store.as_ref(), id).await?;
+            let grant = match detail.approval.decisions.last() {
+                Some(last) if last.principal == caller.name() => state
+                    .store
+                    .grants()
+                    .await?
+                    .into_iter()
+                    .find(|g| g.approval_id.as_deref() == Some(id) && g.created_at == now)
+                    .map(|g| GrantView::of(&g, now)),
+                _ => None,
+            };
+            Ok(DecisionAnswer {
+                approval: ApprovalDetailBody::from(&detail),
+                grant,
+            })
+        }
+        Err(error @ DecideError::Decision(_)) => {
+            // Whoever lost a race sees what won.
+            let problem = Problem::from(error);
+            match approval_detail(state.store.as_ref(), id).await {
+                Ok(detail) => Err(problem.with("approval", ApprovalDetailBody::from(&detail))),
+                Err(_) => Err(problem),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// List grants, newest first, revoked and used-up ones included.
+#[utoipa::path(
+    get, path = "/v1/grants", tag = "grants",
+    responses(
+        (status = 200, description = "The grants", body = GrantList),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "Agents may not list grants", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn list_grants(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<axum::Json<GrantList>, Problem> {
+    caller.require_decider("list grants")?;
+    let now = state.now();
+    let grants = state.store.grants().await?;
+    Ok(axum::Json(GrantList {
+        grants: grants.iter().map(|g| GrantView::of(g, now)).collect(),
+    }))
+}
+
+/// Revoke a grant: later calls it covered are asked about again.
+#[utoipa::path(
+    delete, path = "/v1/grants/{id}", tag = "grants",
+    params(("id" = String, Path, description = "The grant's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "Only admins and the grant's maker may revoke it", body = crate::problem::ProblemDocument),
+        (status = 404, description = "No such grant", body = crate::problem::ProblemDocument),
+        (status = 409, description = "Revoked already", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn revoke_grant(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+) -> Result<StatusCode, Problem> {
+    caller.require_decider("revoke grants")?;
+    revoke(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a grant for the API and the inbox alike.
+pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
+    let grant = state
+        .store
+        .grants()
+        .await?
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| Problem::not_found(format!("there is no grant `{id}`")))?;
+    if caller.principal().role != Role::Admin && grant.created_by != caller.name() {
+        return Err(Problem::forbidden(format!(
+            "grant {id} was made by {}; only they and admins may revoke it",
+            grant.created_by
+        )));
+    }
+    if !state
+        .store
+        .revoke_grant(id, caller.name(), state.now())
+        .await?
+    {
+        return Err(Problem::conflict(
+            "already-revoked",
+            format!("grant {id} is revoked already"),
+        ));
+    }
+    state.changed();
+    Ok(())
+}
+
+/// Who the token belongs to.
+#[utoipa::path(
+    get, path = "/v1/me", tag = "tokens",
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn me(caller: Caller) -> axum::Json<Me> {
+    axum::Json(Me::from(&caller.token))
+}

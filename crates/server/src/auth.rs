@@ -1,0 +1,162 @@
+//! Who is calling: a bearer token, or the web inbox's session cookie
+//! (which holds the same token, out of reach of scripts), checked against
+//! the store's tokens.
+//!
+//! A request authenticated by the cookie that could change something must
+//! also carry the session's CSRF token (`X-CSRF-Token`, or a form's
+//! `csrf` field, checked by the inbox): another site can make a browser
+//! send the cookie, but cannot read the CSRF token.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use toolgate_core::store::TokenRecord;
+use toolgate_core::{Principal, Role};
+
+use crate::problem::Problem;
+use crate::state::AppState;
+use crate::tokens::{TOKEN_PREFIX, csrf_token, secret_hash};
+
+/// The web inbox's session cookie.
+pub(crate) const SESSION_COOKIE: &str = "toolgate_session";
+
+/// The header that carries a session's CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) token: TokenRecord,
+}
+
+impl Caller {
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.token.principal
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.token.principal.name
+    }
+
+    pub(crate) fn is_agent(&self) -> bool {
+        self.token.principal.role == Role::Agent
+    }
+
+    /// Refuses agents: they ask, and never see or decide others' calls.
+    pub(crate) fn require_decider(&self, what: &str) -> Result<(), Problem> {
+        if self.is_agent() {
+            return Err(Problem::forbidden(format!(
+                "{} is an agent; agents may not {what}: use an approver's or an admin's token",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where a request's token came from.
+enum Presented {
+    Bearer(String),
+    Cookie(String),
+}
+
+fn presented(headers: &HeaderMap) -> Result<Presented, Problem> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or("");
+        let secret = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Problem::unauthorized(
+                    "the Authorization header must be `Bearer ` and a token (tg_…)",
+                )
+            })?;
+        return Ok(Presented::Bearer(secret.to_owned()));
+    }
+    if let Some(secret) = session_cookie(headers) {
+        return Ok(Presented::Cookie(secret));
+    }
+    Err(Problem::unauthorized(
+        "this needs a token: send `Authorization: Bearer tg_…` (make one with \
+         `toolgate tokens create`)",
+    ))
+}
+
+/// The session cookie's token, if the request has one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE && !value.is_empty()).then(|| value.to_owned())
+        })
+}
+
+/// Checks a token's secret; the caller it stands for.
+pub(crate) async fn authenticate(state: &AppState, secret: &str) -> Result<TokenRecord, Problem> {
+    if !secret.starts_with(TOKEN_PREFIX) {
+        return Err(Problem::unauthorized(format!(
+            "that is not a toolgate token (they start with `{TOKEN_PREFIX}`)"
+        )));
+    }
+    let hash = secret_hash(secret);
+    let token = match state.cached_token(&hash) {
+        Some(token) => token,
+        None => {
+            let token =
+                state.store.token_by_hash(&hash).await?.ok_or_else(|| {
+                    Problem::unauthorized("the token is not known to this server")
+                })?;
+            state.cache_token(&token);
+            token
+        }
+    };
+    let now = state.now();
+    if token.revoked_at.is_some() {
+        return Err(Problem::unauthorized(format!(
+            "the token {} was revoked; ask an admin for a new one",
+            token.id
+        )));
+    }
+    if !token.is_live(now) {
+        return Err(Problem::unauthorized(format!(
+            "the token {} has expired; ask an admin for a new one",
+            token.id
+        )));
+    }
+    Ok(token)
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Caller, Problem> {
+        match presented(&parts.headers)? {
+            Presented::Bearer(secret) => Ok(Caller {
+                token: authenticate(state, &secret).await?,
+            }),
+            Presented::Cookie(secret) => {
+                let token = authenticate(state, &secret).await?;
+                let csrf = csrf_token(&secret);
+                let safe = matches!(parts.method, Method::GET | Method::HEAD);
+                let header_csrf = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+                if !safe && header_csrf != Some(csrf.as_str()) {
+                    return Err(Problem::forbidden(
+                        "a request signed in by the session cookie must carry the session's \
+                         CSRF token in the X-CSRF-Token header",
+                    ));
+                }
+                Ok(Caller { token })
+            }
+        }
+    }
+}

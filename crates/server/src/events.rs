@@ -1,0 +1,166 @@
+//! `GET /v1/events`: the audit log as server-sent events, as it grows.
+//!
+//! Each entry is one event: its `id` is the entry's sequence number (so a
+//! client that reconnects with `Last-Event-ID` misses nothing), its
+//! `event` the entry's kind (`approval_requested`, `decision_recorded`,
+//! `run_completed`, …) and its `data` the entry as JSON. Agents see only
+//! their own runs' entries; approvers and admins see all.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use toolgate_core::audit::AuditEntry;
+use toolgate_core::run::RunState;
+use utoipa::IntoParams;
+
+use crate::api::Params;
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// How many entries one read of the log takes.
+const PAGE: usize = 256;
+
+/// Where to start.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventParams {
+    /// Send the entries after this sequence number (0 for the whole log);
+    /// by default only new ones. `Last-Event-ID` does the same.
+    after: Option<u64>,
+}
+
+/// Stream the audit log's new entries.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(EventParams),
+    responses(
+        (status = 200, description = "A text/event-stream of audit entries", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad starting point", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Params(params): Params<EventParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Problem::bad_request("Last-Event-ID must be the number of an event")
+                })?,
+        ),
+    };
+    let after = match last_event_id.or(params.after) {
+        Some(after) => after,
+        None => state.store.audit_head().await?,
+    };
+    let follower = Follower {
+        state: Arc::clone(&state),
+        caller,
+        after,
+        visible: HashMap::new(),
+        queue: Vec::new().into_iter(),
+        changes: state.changes.subscribe(),
+        shutdown: state.shutdown.subscribe(),
+    };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next().await?;
+        Some((Ok(event), follower))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Follows the log for one client.
+struct Follower {
+    state: Arc<AppState>,
+    caller: Caller,
+    after: u64,
+    /// Whether the caller may see each run seen so far.
+    visible: HashMap<String, bool>,
+    queue: std::vec::IntoIter<AuditEntry>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Follower {
+    /// The next entry the caller may see; `None` ends the stream (the
+    /// server is shutting down, or the store failed: the client
+    /// reconnects with `Last-Event-ID`).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            while let Some(entry) = self.queue.next() {
+                self.after = entry.seq;
+                if self.may_see(&entry).await {
+                    return Some(sse_event(&entry));
+                }
+            }
+            let page = self.state.store.audit(self.after, PAGE).await.ok()?;
+            if page.is_empty() {
+                tokio::select! {
+                    _ = self.changes.changed() => {}
+                    _ = self.shutdown.changed() => {}
+                    () = tokio::time::sleep(self.state.config.poll) => {}
+                }
+            }
+            self.queue = page.into_iter();
+        }
+    }
+
+    async fn may_see(&mut self, entry: &AuditEntry) -> bool {
+        if !self.caller.is_agent() {
+            return true;
+        }
+        let Some(run_id) = &entry.run_id else {
+            return false;
+        };
+        if let Some(visible) = self.visible.get(run_id) {
+            return *visible;
+        }
+        let visible = match self.state.store.load(run_id).await {
+            Ok(events) => {
+                RunState::fold(events.iter().map(|e| &e.event))
+                    .principal
+                    .as_deref()
+                    == Some(self.caller.name())
+            }
+            Err(_) => false,
+        };
+        self.visible.insert(run_id.clone(), visible);
+        visible
+    }
+}
+
+fn sse_event(entry: &AuditEntry) -> Event {
+    let body: Value = serde_json::from_str(&entry.body).unwrap_or(Value::Null);
+    let data = json!({
+        "seq": entry.seq,
+        "at": toolgate_core::time::format_millis(entry.at),
+        "run_id": entry.run_id,
+        "kind": entry.kind,
+        "event": body,
+    });
+    Event::default()
+        .id(entry.seq.to_string())
+        .event(entry.kind.clone())
+        .data(data.to_string())
+}

@@ -1,0 +1,109 @@
+//! What every request handler shares: the store, the policy, the signal
+//! that something changed, the metrics, and the server's settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use toolgate_core::Policy;
+use toolgate_core::store::{Store, TokenRecord};
+use toolgate_engine::Clock;
+
+use crate::metrics::Metrics;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The policy that gates calls agents ask about over the API.
+    pub policy: Policy,
+    /// How often a waiting request looks at the store for changes made by
+    /// other processes (changes made through this server wake it at once).
+    pub poll: Duration,
+    /// The longest `?wait=` a request may ask for.
+    pub max_wait: Duration,
+    /// How long a token, once checked, is trusted without asking the store
+    /// again: a token revoked by another process stops working within
+    /// this time (one revoked through this server, at once).
+    pub token_cache: Duration,
+    /// How often approvals past their time are expired.
+    pub expiry_sweep: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            policy: Policy::default(),
+            poll: Duration::from_millis(250),
+            max_wait: Duration::from_secs(300),
+            token_cache: Duration::from_secs(2),
+            expiry_sweep: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The default settings with this policy.
+    pub fn with_policy(policy: Policy) -> Self {
+        ServerConfig {
+            policy,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// The state of a running server.
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: ServerConfig,
+    pub(crate) clock: Clock,
+    /// Bumped whenever this server writes to the store, so that waiting
+    /// requests and event streams look again at once.
+    pub(crate) changes: watch::Sender<u64>,
+    /// Set when the server is shutting down: waits and streams end.
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) metrics: Metrics,
+    tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+}
+
+impl AppState {
+    pub(crate) fn new(store: Arc<dyn Store>, config: ServerConfig, clock: Clock) -> AppState {
+        AppState {
+            store,
+            config,
+            clock,
+            changes: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+            metrics: Metrics::default(),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Says that the store changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The token with this hash, from the cache while it is fresh.
+    pub(crate) fn cached_token(&self, hash: &[u8; 32]) -> Option<TokenRecord> {
+        let cache = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.config.token_cache)
+            .map(|(token, _)| token.clone())
+    }
+
+    pub(crate) fn cache_token(&self, token: &TokenRecord) {
+        let mut cache = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() > 10_000 {
+            let limit = self.config.token_cache;
+            cache.retain(|_, (_, at)| at.elapsed() < limit);
+        }
+        cache.insert(token.hash, (token.clone(), Instant::now()));
+    }
+}
