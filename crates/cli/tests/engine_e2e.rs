@@ -269,68 +269,10 @@ fn management_commands_refuse_a_store_that_does_not_exist() {
     assert!(!env.db().exists(), "nothing was created");
 }
 
-/// A PostgreSQL database of this test's own on the local server (or the one
-/// `TOOLGATE_TEST_POSTGRES` names), dropped at the end.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDatabase {
-    fn create() -> PgDatabase {
-        let admin_url = std::env::var("TOOLGATE_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let name = format!(
-            "toolgate_test_cli_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        pg_admin(&admin_url, &format!("CREATE DATABASE {name}"));
-        PgDatabase { admin_url, name }
-    }
-
-    fn url(&self) -> String {
-        let (server, _) = self.admin_url.rsplit_once('/').unwrap();
-        format!("{server}/{}", self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        pg_admin(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn pg_admin(url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot reach the PostgreSQL server for the tests at {url} ({error}); start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-                )
-            });
-        let connection = tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-        drop(client);
-        let _ = connection.await;
-    });
-}
-
 #[test]
 fn a_run_on_postgresql_is_approved_and_resumed_by_other_processes() {
     let env = Env::new();
-    let database = PgDatabase::create();
+    let database = common::PgDatabase::create();
     let url = database.url();
     let toolgate = |args: &[&str]| {
         let mut command = env.command_on(url.as_ref());

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,17 +15,22 @@ mod common;
 
 struct Env {
     dir: tempfile::TempDir,
+    /// The store: a SQLite file in `dir`, or a PostgreSQL URL.
+    db: std::ffi::OsString,
 }
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("toolgate.db").into_os_string();
+        Env { dir, db }
     }
 
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("toolgate.db")
+    fn on(db: &str) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            db: db.into(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -36,7 +41,7 @@ impl Env {
             .env("TOOLGATE_USER", "admin")
             .current_dir(self.dir.path())
             .arg("--db")
-            .arg(self.db())
+            .arg(&self.db)
             .args(args);
         command
     }
@@ -330,4 +335,137 @@ fn serve_refuses_a_taken_port_and_a_bad_policy_clearly() {
         "{}",
         text(&output.stderr)
     );
+}
+
+fn decide(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
+    http(
+        "POST",
+        &format!("{}/v1/approvals/{id}/decision", server.base),
+        token,
+        Some(body),
+    )
+}
+
+#[test]
+fn two_servers_on_one_postgresql_database_share_approvals_and_survive_a_kill() {
+    let database = common::PgDatabase::create();
+    let env = Env::on(&database.url());
+    let bot = env.token("bot", "agent");
+    let alice = env.token("alice", "approver");
+    let bob = env.token("bob", "approver");
+    let one = env.serve("");
+    let two = env.serve("");
+
+    // Asked on one, decided on two: the agent's wait on one answers.
+    let (status, created) = http(
+        "POST",
+        &format!("{}/v1/approvals", one.base),
+        &bot,
+        Some(json!({"tool": "send_email", "args": {"recipient": "sally@gmail.com"}})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let waiting = {
+        let url = format!("{}/v1/approvals/{id}?wait=60s", one.base);
+        let bot = bot.clone();
+        std::thread::spawn(move || http("GET", &url, &bot, None))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = decide(&two, &alice, &id, json!({"decision": "approve"}));
+    assert_eq!(status, 200);
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(waited["status"], "approved");
+    assert_eq!(waited["decided_by"], "alice");
+
+    // Two people at once, one on each server: exactly one decision counts.
+    for round in 0..10 {
+        let (_, created) = http(
+            "POST",
+            &format!("{}/v1/approvals", two.base),
+            &bot,
+            Some(json!({"tool": "send_email", "args": {"round": round}})),
+        );
+        let id = created["id"].as_str().unwrap().to_owned();
+        let racers: Vec<_> = [(&one, &alice, "approve"), (&two, &bob, "reject")]
+            .into_iter()
+            .map(|(server, token, decision)| {
+                let url = format!("{}/v1/approvals/{id}/decision", server.base);
+                let token = token.clone();
+                std::thread::spawn(move || {
+                    http("POST", &url, &token, Some(json!({"decision": decision})))
+                })
+            })
+            .collect();
+        let mut outcomes: Vec<(u16, Value)> =
+            racers.into_iter().map(|r| r.join().unwrap()).collect();
+        outcomes.sort_by_key(|(status, _)| *status);
+        assert_eq!(
+            [outcomes[0].0, outcomes[1].0],
+            [200, 409],
+            "round {round}: {outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[1].1["approval"]["status"], outcomes[0].1["approval"]["status"],
+            "the loser sees the winner's decision"
+        );
+    }
+
+    // One server is killed while an agent waits on it: the agent asks the
+    // other, and nothing acknowledged is lost.
+    let (_, created) = http(
+        "POST",
+        &format!("{}/v1/approvals", one.base),
+        &bot,
+        Some(json!({"tool": "send_email", "args": {"recipient": "x@gmail.com"}})),
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let waiting = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("{}/v1/approvals/{id}?wait=60s", one.base);
+        let bot = bot.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(bot)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut one = one;
+    one.child.kill().unwrap();
+    one.child.wait().unwrap();
+    assert!(
+        waiting.join().unwrap().is_err(),
+        "the killed server's wait breaks off"
+    );
+    let (status, still) = http(
+        "GET",
+        &format!("{}/v1/approvals/{id}", two.base),
+        &bot,
+        None,
+    );
+    assert_eq!((status, still["status"].as_str()), (200, Some("pending")));
+    let (status, _) = decide(&two, &alice, &id, json!({"decision": "approve"}));
+    assert_eq!(status, 200);
+    let again = env.serve("");
+    let (_, read) = http(
+        "GET",
+        &format!("{}/v1/approvals/{id}", again.base),
+        &bot,
+        None,
+    );
+    assert_eq!(read["status"], "approved");
+    let (status, rest) = two.stop();
+    assert!(status.success(), "{rest}");
+    drop(again);
+    let output = env.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
 }

@@ -278,6 +278,19 @@ pub trait Store: Send + Sync {
     /// The sequence number of the audit log's last entry; 0 when empty.
     async fn audit_head(&self) -> Result<u64, StoreError>;
 
+    /// Waits until the audit log's head is past `after` (another writer, in
+    /// any process, appended), or `timeout` passes; returns the head then.
+    /// `None` from a store that cannot be told of other processes' writes:
+    /// the caller looks at [`Store::audit_head`] from time to time instead.
+    async fn wait_for_change(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (after, timeout);
+        Ok(None)
+    }
+
     /// How many approvals have this status.
     async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError>;
 

@@ -309,7 +309,7 @@ async fn wait_for_decision(
         if detail.row.status != ApprovalStatus::Pending || now >= deadline || *shutdown.borrow() {
             return Ok(detail);
         }
-        let mut nap = state.config.poll.min(deadline - now);
+        let mut nap = state.recheck().min(deadline - now);
         if let Some(at) = detail.row.expires_at {
             let left = u64::try_from(at.saturating_sub(state.now())).unwrap_or(0);
             nap = nap.min(Duration::from_millis(left));

@@ -119,7 +119,7 @@ impl Follower {
                 tokio::select! {
                     _ = self.changes.changed() => {}
                     _ = self.shutdown.changed() => {}
-                    () = tokio::time::sleep(self.state.config.poll) => {}
+                    () = tokio::time::sleep(self.state.recheck()) => {}
                 }
             }
             self.queue = page.into_iter();

@@ -33,6 +33,8 @@ mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -108,6 +110,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(Arc::clone(&self.state)));
+        let follower = tokio::spawn(follow_store(Arc::clone(&self.state)));
         let state = Arc::clone(&self.state);
         let router = self.router();
         let result = axum::serve(listener, router)
@@ -117,6 +120,7 @@ impl Server {
             })
             .await;
         sweeper.abort();
+        follower.abort();
         result
     }
 }
@@ -135,6 +139,42 @@ async fn sweep_expired(state: Arc<AppState>) {
         tokio::select! {
             () = tokio::time::sleep(state.config.expiry_sweep) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Wakes waits and event streams when another process writes to the
+/// store: at once with a store that notifies (PostgreSQL), else within the
+/// poll interval.
+async fn follow_store(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.subscribe();
+    let mut head = state.store.audit_head().await.unwrap_or(0);
+    loop {
+        let heard = tokio::select! {
+            heard = state.store.wait_for_change(head, Duration::from_secs(30)) => heard,
+            _ = shutdown.changed() => return,
+        };
+        let seen = match heard {
+            Ok(Some(seq)) => {
+                state.store_notifies.store(true, Ordering::Relaxed);
+                Some(seq)
+            }
+            Ok(None) => {
+                tokio::select! {
+                    () = tokio::time::sleep(state.config.poll) => {}
+                    _ = shutdown.changed() => return,
+                }
+                state.store.audit_head().await.ok()
+            }
+            Err(_) => {
+                // The store is down (readyz says so): try again shortly.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        };
+        if let Some(seq) = seen.filter(|seq| *seq > head) {
+            head = seq;
+            state.changed();
         }
     }
 }

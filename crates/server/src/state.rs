@@ -2,6 +2,7 @@
 //! that something changed, the metrics, and the server's settings.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,10 @@ pub(crate) struct AppState {
     /// Set when the server is shutting down: waits and streams end.
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) metrics: Metrics,
+    /// True once the store has shown that it tells of other processes'
+    /// writes (PostgreSQL's `LISTEN`): waits then need to look at the
+    /// store themselves only rarely.
+    pub(crate) store_notifies: AtomicBool,
     tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
 }
 
@@ -76,12 +81,24 @@ impl AppState {
             changes: watch::Sender::new(0),
             shutdown: watch::Sender::new(false),
             metrics: Metrics::default(),
+            store_notifies: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
         }
     }
 
     pub(crate) fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// How long a wait sleeps before it looks at the store again by
+    /// itself: every change made through this server, and with a store
+    /// that notifies every change made anywhere, wakes it sooner.
+    pub(crate) fn recheck(&self) -> Duration {
+        if self.store_notifies.load(Ordering::Relaxed) {
+            Duration::from_secs(5).max(self.config.poll)
+        } else {
+            self.config.poll
+        }
     }
 
     /// Says that the store changed.

@@ -432,3 +432,41 @@ fn test_urls_name_the_test_database() {
     );
     assert_eq!(with_database("postgres://h:5", "t1"), "postgres://h:5/t1");
 }
+
+/// A store hears of another store's appends (another process, in effect)
+/// through `LISTEN`, long before its wait would time out; a store with
+/// nothing new waits its time out and says where the head is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_hear_of_appends_made_by_other_stores() {
+    let database = TestDatabase::create().await;
+    let waiter = PgStore::connect(&database.url).await.unwrap();
+    let writer = PgStore::connect(&database.url).await.unwrap();
+    assert_eq!(
+        waiter
+            .wait_for_change(0, std::time::Duration::from_millis(200))
+            .await
+            .unwrap(),
+        Some(0),
+        "nothing was appended"
+    );
+    let waiting = tokio::spawn(async move {
+        let heard = waiter
+            .wait_for_change(0, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        (heard, std::time::Instant::now())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the wait ended before any append");
+    let appended = std::time::Instant::now();
+    writer
+        .append(append("run-1", 0, vec![started("hello")]))
+        .await
+        .unwrap();
+    let (heard, woke) = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiter hears of the append")
+        .unwrap();
+    assert_eq!(heard, Some(1));
+    assert!(woke >= appended);
+}

@@ -80,3 +80,64 @@ pub(crate) fn run_piped(mut command: Command, input: &str) -> Output {
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+#[allow(dead_code)] // Not every test binary uses PostgreSQL.
+/// A PostgreSQL database of this test's own on the local server (or the one
+/// `TOOLGATE_TEST_POSTGRES` names), dropped at the end.
+pub(crate) struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+#[allow(dead_code)]
+impl PgDatabase {
+    pub(crate) fn create() -> PgDatabase {
+        let admin_url = std::env::var("TOOLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!(
+            "toolgate_test_cli_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        pg_admin(&admin_url, &format!("CREATE DATABASE {name}"));
+        PgDatabase { admin_url, name }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        let (server, _) = self.admin_url.rsplit_once('/').unwrap();
+        format!("{server}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        pg_admin(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn pg_admin(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot reach the PostgreSQL server for the tests at {url} ({error}); start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+                )
+            });
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = connection.await;
+    });
+}

@@ -11,6 +11,7 @@
 //! migrations are in `schema`.
 
 mod error;
+mod listen;
 mod schema;
 
 use std::fmt;
@@ -60,6 +61,8 @@ pub struct PgStore {
     /// Where the store is, for messages (no password).
     target: String,
     signer: Signer32,
+    /// Hears of every append, from any process (`LISTEN`).
+    listener: listen::Listener,
 }
 
 impl PgStore {
@@ -75,13 +78,15 @@ impl PgStore {
     /// password), the database holds another program's tables, or a newer
     /// toolgate wrote it.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let (pool, target) = schema::connect(url).await?;
+        let (pool, config, target) = schema::connect(url).await?;
         schema::migrate(&pool, &target).await?;
         let signer = schema::signing_key(&pool, &target).await?;
+        let listener = listen::Listener::start(config);
         Ok(PgStore {
             pool,
             target,
             signer,
+            listener,
         })
     }
 
@@ -194,11 +199,19 @@ async fn store_head(
     tx: &deadpool_postgres::Transaction<'_>,
     head: &Head,
 ) -> Result<(), tokio_postgres::Error> {
+    // The notification goes out when the transaction commits: listeners
+    // in every process (see `listen`) learn of the new head then.
     let statement = tx
-        .prepare_cached("UPDATE audit_head SET seq = $1, hash = $2")
+        .prepare_cached(
+            "WITH moved AS (UPDATE audit_head SET seq = $1, hash = $2)
+             SELECT pg_notify('toolgate_changes', $3)",
+        )
         .await?;
-    tx.execute(&statement, &[&head.seq, &&head.hash[..]])
-        .await?;
+    tx.execute(
+        &statement,
+        &[&head.seq, &&head.hash[..], &head.seq.to_string()],
+    )
+    .await?;
     Ok(())
 }
 
@@ -839,6 +852,22 @@ impl Store for PgStore {
 
     async fn public_key(&self) -> Result<[u8; 32], StoreError> {
         Ok(self.signer.public_key())
+    }
+
+    async fn wait_for_change(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        // Looked at once first: a change made before the listener was
+        // connected, or while it reconnects, is not missed.
+        let head = self.audit_head().await?;
+        if head > after {
+            return Ok(Some(head));
+        }
+        Ok(Some(
+            self.listener.wait_past(after, timeout).await.max(head),
+        ))
     }
 
     async fn audit_head(&self) -> Result<u64, StoreError> {

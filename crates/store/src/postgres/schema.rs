@@ -177,7 +177,9 @@ pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
 
 /// Connects a pool to `url`, with one connection made now to show that
 /// the database can be reached. Returns the pool and where it points.
-pub(crate) async fn connect(url: &str) -> Result<(Pool, String), StoreError> {
+pub(crate) async fn connect(
+    url: &str,
+) -> Result<(Pool, tokio_postgres::Config, String), StoreError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|error| {
         StoreError::Backend(
             format!(
@@ -195,7 +197,7 @@ pub(crate) async fn connect(url: &str) -> Result<(Pool, String), StoreError> {
     }
     let target = describe(&config);
     let manager = Manager::from_config(
-        config,
+        config.clone(),
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -231,7 +233,7 @@ pub(crate) async fn connect(url: &str) -> Result<(Pool, String), StoreError> {
             format!("cannot connect to {target}: {why}; {check}").into(),
         ));
     }
-    Ok((pool, target))
+    Ok((pool, config, target))
 }
 
 /// Brings the schema to this version, in one transaction, or refuses a
