@@ -253,6 +253,10 @@ pub trait Store: Send + Sync {
     /// Approvals, newest first.
     async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRow>, StoreError>;
 
+    /// Pending approvals whose time is up at `now` (their `expires_at` is
+    /// at or before it), soonest first, at most `limit` (0 for 50).
+    async fn due_approvals(&self, now: i64, limit: usize) -> Result<Vec<ApprovalRow>, StoreError>;
+
     /// One approval; [`StoreError::NotFound`] for an unknown id.
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError>;
 

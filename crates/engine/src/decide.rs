@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use toolgate_core::grant::{Grant, GrantRequest, GrantScope};
 use toolgate_core::policy::Matcher;
 use toolgate_core::run::{ApprovalStatus, Decision, DecisionError, Event, Resolution};
-use toolgate_core::store::{ApprovalQuery, ApprovalRow, Store, StoreError};
+use toolgate_core::store::{ApprovalRow, Store, StoreError};
 use toolgate_core::{Fingerprint, Principal, Role, ToolError, check_args};
 
 use crate::agent::{Loaded, append_events};
@@ -367,35 +367,34 @@ pub async fn expire_approval(
 
 /// Expires every pending approval in the store whose time has come (they
 /// are rejected: a timeout fails closed); returns how many.
+///
+/// It reads only the approvals that are due, however many wait.
 pub async fn expire_due(store: &dyn Store, now: i64) -> Result<usize, EngineError> {
     let mut expired = 0;
-    let mut before = None;
     loop {
-        let page = store
-            .approvals(&ApprovalQuery {
-                statuses: vec![ApprovalStatus::Pending],
-                run_id: None,
-                before: before.clone(),
-                limit: 500,
-            })
-            .await?;
-        let Some(last) = page.last() else {
+        let due = store.due_approvals(now, 500).await?;
+        if due.is_empty() {
             return Ok(expired);
-        };
-        before = Some(last.id.clone());
-        for row in page
-            .iter()
-            .filter(|r| r.expires_at.is_some_and(|at| at <= now))
-        {
-            let mut run = Loaded::load(store, &row.run_id).await?;
-            let due = run
+        }
+        let mut progressed = false;
+        let mut runs: Vec<&str> = due.iter().map(|row| row.run_id.as_str()).collect();
+        runs.dedup();
+        for run_id in runs {
+            let mut run = Loaded::load(store, run_id).await?;
+            let count = run
                 .state
                 .pending_approvals()
                 .filter(|a| a.expires_at.is_some_and(|at| at <= now))
                 .count();
             if expire_due_in(store, &mut run, now).await? {
-                expired += due;
+                expired += count;
+                progressed = true;
             }
+        }
+        if !progressed {
+            // Rows say due, logs say not (the store is inconsistent):
+            // stop rather than read the same page for ever.
+            return Ok(expired);
         }
     }
 }

@@ -420,6 +420,7 @@ pub(crate) async fn record_decision(
         }
     };
     let now = state.now();
+    let granting = body.grant.is_some();
     let grant = match body.grant {
         None => None,
         Some(grant) => {
@@ -468,7 +469,7 @@ pub(crate) async fn record_decision(
             }
             let detail = approval_detail(state.store.as_ref(), id).await?;
             let grant = match detail.approval.decisions.last() {
-                Some(last) if last.principal == caller.name() => state
+                Some(last) if granting && last.principal == caller.name() => state
                     .store
                     .grants()
                     .await?

@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             tokens_are_found_by_hash_listed_and_revoked,
             call_requests_round_trip,
             audit_head_follows_appends,
+            due_approvals_are_the_pending_ones_past_their_time,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -526,6 +527,39 @@ pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) 
         Err(StoreError::NotFound { what: "token", id }) => assert_eq!(id, "t-nobody"),
         other => panic!("an unknown token should not be found: {other:?}"),
     }
+}
+
+/// Due approvals are the pending ones whose time is up, soonest first.
+pub async fn due_approvals_are_the_pending_ones_past_their_time(store: Arc<dyn Store>) {
+    use ApprovalStatus::{Approved, Pending};
+    let row = |id: &str, status, expires_at: Option<i64>| {
+        let mut row = approval_row(id, "run-a", status, 100);
+        row.expires_at = expires_at;
+        row
+    };
+    let mut a = append("run-a", 0, vec![started("Email Bob")]);
+    a.approvals = vec![
+        row("late", Pending, Some(5_000)),
+        row("early", Pending, Some(1_000)),
+        row("never", Pending, None),
+        row("decided", Approved, Some(500)),
+        row("future", Pending, Some(9_000)),
+    ];
+    ok(store.append(a).await);
+    let due = |now, limit| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(store.due_approvals(now, limit).await)
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(999, 0).await, Vec::<String>::new());
+    assert_eq!(due(1_000, 0).await, ["early"], "due at its time exactly");
+    assert_eq!(due(8_000, 0).await, ["early", "late"]);
+    assert_eq!(due(8_000, 1).await, ["early"]);
+    assert_eq!(due(i64::MAX, 0).await, ["early", "late", "future"]);
 }
 
 /// The audit head is the last entry's number, from 0.

@@ -645,6 +645,24 @@ impl Store for PgStore {
         rows.iter().map(approval_row).collect()
     }
 
+    async fn due_approvals(&self, now: i64, max: usize) -> Result<Vec<ApprovalRow>, StoreError> {
+        let what = || "cannot list the approvals that are due".to_owned();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals
+                 WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1
+                 ORDER BY expires_at LIMIT $2"
+            ))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &[&now, &limit(max)])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter().map(approval_row).collect()
+    }
+
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
         let what = || format!("cannot read approval {id}");
         let client = self.client().await?;

@@ -130,8 +130,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
-    // 2: API tokens, kept as the SHA-256 of their secret. `groups` is a
-    // JSON array of names.
+    // 2: API tokens, kept as the SHA-256 of their secret (`groups` is a
+    // JSON array of names), and the index of approvals that expire.
     r#"
     CREATE TABLE tokens (
         id         TEXT COLLATE "C" PRIMARY KEY,
@@ -145,6 +145,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         revoked_at BIGINT
     );
     CREATE INDEX tokens_newest ON tokens (created_at, id);
+
+    -- Pending approvals with a timeout, by when they expire: expiring
+    -- what is due reads only those.
+    CREATE INDEX approvals_due ON approvals (expires_at)
+        WHERE status = 'pending' AND expires_at IS NOT NULL;
     "#,
 ];
 

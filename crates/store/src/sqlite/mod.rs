@@ -179,6 +179,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn due_approvals(&self, now: i64, limit: usize) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.readers
+            .run(move |conn| read::due_approvals(conn, now, limit))
+            .await
+    }
+
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
         let id = id.to_owned();
         self.readers

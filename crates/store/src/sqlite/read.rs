@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tokio::sync::Semaphore;
 use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::{Grant, Revocation};
-use toolgate_core::run::Event;
+use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{ApprovalQuery, ApprovalRow, RunQuery, RunRow, StoreError, StoredEvent};
 
 use super::error::{corrupt, failed, sqlite_failed};
@@ -467,6 +467,34 @@ pub(crate) fn approval(conn: &Connection, id: &str) -> Result<ApprovalRow, Store
             id: id.to_owned(),
         }),
     }
+}
+
+/// Pending approvals due at `now`, soonest first.
+pub(crate) fn due_approvals(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<ApprovalRow>, StoreError> {
+    let what = || "cannot list the approvals that are due".to_owned();
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    let mut statement = conn
+        // The status is written into the text, not bound: SQLite uses a
+        // partial index only when the query's own terms imply its WHERE.
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals a INDEXED BY approvals_due
+             WHERE a.status = {pending} AND a.expires_at IS NOT NULL AND a.expires_at <= ?1
+             ORDER BY a.expires_at LIMIT ?2",
+            pending = codes::status_code(ApprovalStatus::Pending)
+        ))
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut rows = statement
+        .query(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
+        .map_err(|error| sqlite_failed(what(), &error))?;
+    let mut due = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
+        due.push(approval_row(row)?);
+    }
+    Ok(due)
 }
 
 /// All grants, newest first.

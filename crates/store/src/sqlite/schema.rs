@@ -125,8 +125,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
-    // 2: API tokens, kept as the SHA-256 of their secret. `groups` is a
-    // JSON array of names.
+    // 2: API tokens, kept as the SHA-256 of their secret (`groups` is a
+    // JSON array of names), and the index of approvals that expire.
     r#"
     CREATE TABLE tokens (
         id         TEXT PRIMARY KEY,
@@ -140,6 +140,12 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     CREATE INDEX tokens_newest ON tokens (created_at, id);
+
+    -- Pending approvals with a timeout, by when they expire (status 0 is
+    -- pending): expiring what is due reads only those, however many
+    -- approvals wait without a timeout.
+    CREATE INDEX approvals_due ON approvals (expires_at)
+        WHERE status = 0 AND expires_at IS NOT NULL;
     "#,
 ];
 
