@@ -649,12 +649,16 @@ pub(crate) struct Loaded {
 impl Loaded {
     pub(crate) async fn load(store: &dyn Store, run_id: &str) -> Result<Loaded, EngineError> {
         let events = store.load(run_id).await?;
-        let created_at = events.first().map_or(0, |e| e.at);
-        Ok(Loaded {
+        Ok(Loaded::of(run_id, &events))
+    }
+
+    /// The fold of run `run_id`'s log, `events`.
+    pub(crate) fn of(run_id: &str, events: &[toolgate_core::store::StoredEvent]) -> Loaded {
+        Loaded {
             run_id: run_id.to_owned(),
             state: RunState::fold(events.iter().map(|e| &e.event)),
-            created_at,
-        })
+            created_at: events.first().map_or(0, |e| e.at),
+        }
     }
 }
 

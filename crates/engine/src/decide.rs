@@ -10,10 +10,11 @@ use serde_json::{Map, Value};
 use toolgate_core::grant::{Grant, GrantRequest, GrantScope};
 use toolgate_core::policy::Matcher;
 use toolgate_core::run::{ApprovalStatus, Decision, DecisionError, Event, Resolution};
-use toolgate_core::store::{ApprovalRow, Store, StoreError};
+use toolgate_core::store::{ApprovalRow, Store, StoreError, StoredEvent};
 use toolgate_core::{Fingerprint, Principal, Role, ToolError, check_args};
 
 use crate::agent::{Loaded, append_events};
+use crate::detail::ApprovalDetail;
 use crate::rows::approval_row;
 use crate::{EngineError, new_id};
 
@@ -107,9 +108,35 @@ pub async fn decide(
     grant: Option<GrantRequest>,
     now: i64,
 ) -> Result<ApprovalRow, DecideError> {
+    decide_detailed(
+        store,
+        principal,
+        approval_id,
+        Some(fingerprint),
+        request,
+        grant,
+        now,
+    )
+    .await
+    .map(|detail| detail.row)
+}
+
+/// [`decide`], returning the approval with its history (so that a caller
+/// showing it needs no second read). Without a fingerprint, the decision
+/// is for the call as it stands when the decision is recorded.
+pub async fn decide_detailed(
+    store: &dyn Store,
+    principal: &Principal,
+    approval_id: &str,
+    fingerprint: Option<&Fingerprint>,
+    request: DecisionRequest,
+    grant: Option<GrantRequest>,
+    now: i64,
+) -> Result<ApprovalDetail, DecideError> {
     let row = store.approval(approval_id).await?;
     for _ in 0..MAX_ATTEMPTS {
-        let mut run = Loaded::load(store, &row.run_id).await?;
+        let mut events = store.load(&row.run_id).await?;
+        let mut run = Loaded::of(&row.run_id, &events);
         let approval = run
             .state
             .approval(approval_id)
@@ -166,6 +193,7 @@ pub async fn decide(
                 }
             }
         };
+        let fingerprint = fingerprint.unwrap_or(&approval.fingerprint);
         approval.check_decision(&principal.name, &decision, fingerprint)?;
         let grant = match (&grant, &decision) {
             (Some(_), Decision::Reject { .. }) => {
@@ -191,6 +219,12 @@ pub async fn decide(
             fingerprint: fingerprint.clone(),
             grant: grant.clone(),
         };
+        let appended = StoredEvent {
+            run_id: row.run_id.clone(),
+            seq: run.state.version + 1,
+            at: now,
+            event: event.clone(),
+        };
         match append_events(
             store,
             &mut run,
@@ -205,7 +239,10 @@ pub async fn decide(
                     .state
                     .approval(approval_id)
                     .expect("the approval was just decided");
-                return Ok(approval_row(&row.run_id, decided, Some(now)));
+                let row = approval_row(&row.run_id, decided, Some(now));
+                events.push(appended);
+                return Ok(ApprovalDetail::of(row, &events)
+                    .expect("the log has the approval: it was just decided"));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(error) => return Err(error.into()),

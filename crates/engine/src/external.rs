@@ -12,11 +12,12 @@
 use serde_json::{Map, Value};
 use toolgate_core::policy::{AskSpec, EvalInput, Policy};
 use toolgate_core::run::{Event, Gate, RunState};
-use toolgate_core::store::{Store, StoreError};
+use toolgate_core::store::{Store, StoreError, StoredEvent};
 use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
 
 use crate::agent::{Loaded, append_events, gate_call};
 use crate::detail::ApprovalDetail;
+use crate::rows::approval_row;
 use crate::{EngineError, new_id};
 
 /// How often a request that lost a race for its run is tried again.
@@ -130,14 +131,19 @@ pub async fn request_call(
     let run_id = request.run_id.clone().unwrap_or_else(new_id);
     let principal_name = Value::String(principal.name.clone());
     for _ in 0..MAX_ATTEMPTS {
-        let mut run = match Loaded::load(store, &run_id).await {
-            Ok(run) => run,
-            Err(EngineError::Store(StoreError::NotFound { .. })) => Loaded {
+        let mut log = match store.load(&run_id).await {
+            Ok(log) => log,
+            Err(StoreError::NotFound { .. }) => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        let mut run = if log.is_empty() {
+            Loaded {
                 run_id: run_id.clone(),
                 state: RunState::fold([]),
                 created_at: now,
-            },
-            Err(error) => return Err(error.into()),
+            }
+        } else {
+            Loaded::of(&run_id, &log)
         };
         if run.state.version > 0 {
             if !run.state.external {
@@ -199,16 +205,22 @@ pub async fn request_call(
                 schema: schema.clone(),
             },
         ];
+        let version = run.state.version;
+        log.extend(events.iter().enumerate().map(|(index, event)| StoredEvent {
+            run_id: run_id.clone(),
+            seq: version + index as u64 + 1,
+            at: now,
+            event: event.clone(),
+        }));
         match append_events(store, &mut run, events, Vec::new(), now).await {
             Ok(()) => {
-                let events = store.load(&run_id).await?;
-                let row = store.approval(&approval_id).await?;
-                return ApprovalDetail::of(row, &events).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "approval {approval_id} was appended to run {run_id} but is not in its log"
-                    ))
-                    .into()
-                });
+                let approval = run
+                    .state
+                    .approval(&approval_id)
+                    .expect("the approval was just appended");
+                let row = approval_row(&run_id, approval, Some(now));
+                return Ok(ApprovalDetail::of(row, &log)
+                    .expect("the log has the approval: it was just appended"));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(error) => return Err(error.into()),

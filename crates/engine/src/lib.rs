@@ -51,7 +51,8 @@ use std::sync::Arc;
 
 pub use agent::{Agent, Observer, RunOptions, RunOutcome, Step, Wait};
 pub use decide::{
-    DecideError, DecisionRequest, decide, expire_approval, expire_due, resolve_in_doubt,
+    DecideError, DecisionRequest, decide, decide_detailed, expire_approval, expire_due,
+    resolve_in_doubt,
 };
 pub use detail::{ApprovalDetail, approval_detail};
 pub use external::{CallRequest, RequestError, request_call};

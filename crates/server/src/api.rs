@@ -14,7 +14,7 @@ use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{ApprovalQuery, StoreError};
 use toolgate_core::{Fingerprint, Role, ToolHints};
 use toolgate_engine::{
-    ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide,
+    ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide_detailed,
     expire_approval, request_call,
 };
 use utoipa::IntoParams;
@@ -438,36 +438,36 @@ pub(crate) async fn record_decision(
             })
         }
     };
-    let row = state.store.approval(id).await?;
-    let fingerprint: Fingerprint = match body.fingerprint {
+    let fingerprint: Option<Fingerprint> = match body.fingerprint {
         Some(text) => {
             if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err(Problem::bad_request(format!(
                     "fingerprint `{text}` is not one: a fingerprint is 64 lower-case hex digits,                      as the approval's `fingerprint` shows"
                 )));
             }
-            serde_json::from_value(serde_json::Value::String(text))
-                .map_err(|error| Problem::bad_request(format!("fingerprint: {error}")))?
+            Some(
+                serde_json::from_value(serde_json::Value::String(text))
+                    .map_err(|error| Problem::bad_request(format!("fingerprint: {error}")))?,
+            )
         }
-        None => row.fingerprint.clone(),
+        None => None,
     };
-    match decide(
+    match decide_detailed(
         state.store.as_ref(),
         caller.principal(),
         id,
-        &fingerprint,
+        fingerprint.as_ref(),
         request,
         grant,
         now,
     )
     .await
     {
-        Ok(decided) => {
+        Ok(detail) => {
             state.changed();
-            if decided.status != ApprovalStatus::Pending {
-                state.metrics.decided(decided.created_at, now);
+            if detail.row.status != ApprovalStatus::Pending {
+                state.metrics.decided(detail.row.created_at, now);
             }
-            let detail = approval_detail(state.store.as_ref(), id).await?;
             let grant = match detail.approval.decisions.last() {
                 Some(last) if granting && last.principal == caller.name() => state
                     .store
