@@ -11,6 +11,7 @@ mod runs;
 mod serve;
 mod table;
 mod tokens;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,7 @@ enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     Serve(serve::ServeArgs),
+    Worker(worker::WorkerArgs),
     /// API tokens of the approval server: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Grants(command) => grants::run(command, &cli.store).await,
             Command::Audit(command) => audit::run(command, &cli.store).await,
             Command::Serve(args) => serve::run(args, &cli.store).await,
+            Command::Worker(args) => worker::run(args, &cli.store).await,
             Command::Tokens(command) => tokens::run(command, &cli.store).await,
         }
     });

@@ -135,13 +135,48 @@ pub(crate) async fn resume(args: ResumeArgs, store_args: &StoreArgs) -> anyhow::
     .await
 }
 
-fn model_spec(model: Option<String>) -> anyhow::Result<String> {
+/// How long a run this process drives stays its own without a renewal:
+/// a process that dies leaves its run to workers after this.
+pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A name for this process as the driver of runs: `KIND:HOST:PID`.
+pub(crate) fn process_name(kind: &str) -> String {
+    format!("{kind}:{}:{}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty() && !host.contains(':'))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// True when `owner` (a [`process_name`]) is a process of this host that
+/// no longer runs. Only Linux can tell; elsewhere a dead process's lease is
+/// left to lapse.
+fn dead_local_process(owner: &str) -> bool {
+    let mut parts = owner.splitn(3, ':');
+    let (Some(_kind), Some(host), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    cfg!(target_os = "linux")
+        && host == host_name()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub(crate) fn model_spec(model: Option<String>) -> anyhow::Result<String> {
     model.filter(|spec| !spec.trim().is_empty()).context(
         "no model given: pass --model PROVIDER:MODEL or set TOOLGATE_MODEL (e.g. openai:gpt-4o-mini, anthropic:claude-sonnet-4-5, ollama:llama3.2, scripted:PATH)",
     )
 }
 
-fn agent(
+pub(crate) fn agent(
     spec: &str,
     policy: Policy,
     store: Arc<dyn Store>,
@@ -162,6 +197,7 @@ fn agent_with(
         .policy(policy)
         .store(store)
         .max_turns(drive.max_turns)
+        .lease(process_name("cli"), LEASE)
         .observe(Arc::new(report_refusals));
     if drive.stream || (!drive.no_stream && io::stdout().is_terminal()) {
         agent = agent.on_text(stdout_sink());
@@ -234,7 +270,21 @@ async fn drive(
     let mut asker = Asker::stdin();
     loop {
         STREAMED.store(false, Ordering::Relaxed);
-        let outcome = agent.resume(run_id).await;
+        let outcome = match agent.resume(run_id).await {
+            Err(toolgate::engine::EngineError::Busy { owner, .. })
+                if dead_local_process(&owner) =>
+            {
+                // The process that held the run died on this host (killed,
+                // or the machine lost power): its lease would lapse by
+                // itself; take the run over now.
+                store
+                    .release_run(run_id, &owner)
+                    .await
+                    .with_context(|| format!("cannot take run {run_id} over from {owner}"))?;
+                agent.resume(run_id).await
+            }
+            other => other,
+        };
         if STREAMED.load(Ordering::Relaxed) {
             println!();
         }
@@ -618,6 +668,18 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_dead_process_of_this_host_is_taken_over() {
+        let me = process_name("cli");
+        assert!(!dead_local_process(&me), "this process runs");
+        // PIDs go up to 2^22 on Linux: this one is not running.
+        let dead = format!("cli:{}:4294967295", host_name());
+        assert_eq!(dead_local_process(&dead), cfg!(target_os = "linux"));
+        assert!(!dead_local_process("cli:another-host:4294967295"));
+        assert!(!dead_local_process("worker-7"));
+        assert!(!dead_local_process(&format!("cli:{}:x", host_name())));
+    }
 
     fn message(spec: &str, error: ModelError) -> String {
         format!("{:#}", model_failed(spec, "R", error))

@@ -55,6 +55,8 @@ enum StatusFilter {
     Waiting,
     Completed,
     Failed,
+    /// Runs of outside agents (over the API) with nothing pending.
+    Open,
     All,
 }
 
@@ -65,6 +67,7 @@ impl StatusFilter {
             StatusFilter::Waiting => "waiting",
             StatusFilter::Completed => "completed",
             StatusFilter::Failed => "failed",
+            StatusFilter::Open => "open",
             StatusFilter::All => return None,
         })
     }

@@ -55,7 +55,7 @@ pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Resu
 }
 
 /// Ctrl-C, or SIGTERM (what service managers send).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

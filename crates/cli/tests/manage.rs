@@ -194,6 +194,7 @@ impl Fixture {
                     run: row,
                     approvals: Vec::new(),
                     grants: Vec::new(),
+                    lease: None,
                 })
                 .await
                 .unwrap();

@@ -39,6 +39,14 @@ impl Env {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("TOOLGATE_USER", "admin")
+            .env(
+                "TOOLGATE_MODEL",
+                concat!(
+                    "scripted:",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../toolgate/seed/script.json"
+                ),
+            )
             .current_dir(self.dir.path())
             .arg("--db")
             .arg(&self.db)
@@ -466,6 +474,138 @@ fn two_servers_on_one_postgresql_database_share_approvals_and_survive_a_kill() {
     let (status, rest) = two.stop();
     assert!(status.success(), "{rest}");
     drop(again);
+    let output = env.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
+}
+
+/// Starts `toolgate worker` with a short lease.
+fn worker(env: &Env) -> Child {
+    env.command(&["worker", "--lease", "1s", "--poll", "50ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn workers_drive_decided_runs_and_take_over_from_a_killed_one() {
+    use toolgate::engine::resolve_in_doubt;
+    use toolgate::run::{Event, Resolution, RunState};
+    use toolgate::store::Store;
+    use toolgate::{PgStore, Principal, Role};
+
+    const SEND: &str = "Send sally@gmail.com an email saying 'What's up homie'";
+    let database = common::PgDatabase::create();
+    let env = Env::on(&database.url());
+    let alice = env.token("alice", "approver");
+    let servers = [env.serve(""), env.serve("")];
+    let mut first = worker(&env);
+    let mut second = worker(&env);
+
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        let output = env.run(&["run", "--detach", SEND]);
+        assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+        let stderr = text(&output.stderr);
+        let run_id = stderr
+            .split_whitespace()
+            .skip_while(|word| *word != "run")
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        runs.push(run_id);
+    }
+    // Decided on either server, a few at a time; one worker is killed on
+    // the way, whatever it was doing.
+    for (index, _) in runs.iter().enumerate() {
+        let server = &servers[index % 2];
+        let approval = pending(server, &alice);
+        let (status, answer) = decide(
+            server,
+            &alice,
+            approval["id"].as_str().unwrap(),
+            json!({"decision": "approve", "fingerprint": approval["fingerprint"]}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        if index == 2 {
+            std::thread::sleep(Duration::from_millis(5));
+            first.kill().unwrap();
+        }
+    }
+    first.wait().unwrap();
+
+    // The other worker finishes them all; a call the killed one had
+    // started is in doubt, and a person says it was done.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = runtime.block_on(PgStore::connect(&database.url())).unwrap();
+    let person = Principal::new("alice", Role::Approver);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut resolved = 0;
+    loop {
+        let mut finished = 0;
+        for run_id in &runs {
+            let events = runtime.block_on(store.load(run_id)).unwrap();
+            let starts = events
+                .iter()
+                .filter(|e| matches!(e.event, Event::ToolStarted { .. }))
+                .count();
+            assert!(
+                starts <= 1,
+                "send_email of run {run_id} started {starts} times"
+            );
+            let state = RunState::fold(events.iter().map(|e| &e.event));
+            if state.status.is_finished() {
+                finished += 1;
+            }
+            for call in state.in_doubt() {
+                runtime
+                    .block_on(resolve_in_doubt(
+                        &store,
+                        &person,
+                        run_id,
+                        &call.call.id,
+                        Resolution::Done {
+                            output: json!("Successfully sent email to sally@gmail.com."),
+                        },
+                        0,
+                    ))
+                    .unwrap();
+                resolved += 1;
+            }
+        }
+        if finished == runs.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{finished} of {} runs finished",
+            runs.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("calls the killed worker left in doubt: {resolved}");
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the other worker still runs"
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(second.id().to_string())
+        .status()
+        .unwrap();
+    assert!(second.wait().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("completed: I sent your email to sally@gmail.com."),
+        "{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+    drop(servers);
     let output = env.run(&["audit", "verify"]);
     assert!(output.status.success(), "{}", text(&output.stdout));
 }

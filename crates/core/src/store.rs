@@ -112,6 +112,10 @@ pub struct Append {
     pub approvals: Vec<ApprovalRow>,
     /// Grants the events make.
     pub grants: Vec<Grant>,
+    /// For an append that creates the run: the lease its creator takes on
+    /// it, `(owner, until)`, so that no worker claims the run before its
+    /// creator has driven it. Ignored for runs that exist.
+    pub lease: Option<(String, i64)>,
 }
 
 impl Append {
@@ -196,6 +200,20 @@ impl TokenRecord {
     pub fn is_live(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
     }
+}
+
+/// What became of a request for a run's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// The caller holds the lease now.
+    Held,
+    /// Another owner holds it until `until` (Unix milliseconds).
+    Busy {
+        /// Who holds it.
+        owner: String,
+        /// Until when.
+        until: i64,
+    },
 }
 
 /// Why a store could not do what was asked.
@@ -294,6 +312,34 @@ pub trait Store: Send + Sync {
         let _ = (after, timeout);
         Ok(None)
     }
+
+    /// Takes, or renews, `owner`'s lease on a run until `until`: while one
+    /// process drives a run, no other does. A lease that another owner
+    /// holds past `now` is refused with [`Lease::Busy`];
+    /// [`StoreError::NotFound`] for an unknown run.
+    async fn lease_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Lease, StoreError>;
+
+    /// Gives up `owner`'s lease on a run; nothing when another owner
+    /// holds it, or nobody.
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Leases to `owner` until `until` at most `limit` runs that the engine
+    /// can take further (status `running`) and nobody holds a lease on at
+    /// `now`, oldest first; their ids. Two callers at once never get the
+    /// same run.
+    async fn claim_ready_runs(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// How many approvals have this status.
     async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError>;

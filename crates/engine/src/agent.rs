@@ -9,7 +9,7 @@ use serde_json::Value;
 use toolgate_core::grant::Grant;
 use toolgate_core::policy::{Action, EvalInput, Policy, Verdict};
 use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
-use toolgate_core::store::{Append, ApprovalRow, Store, StoreError};
+use toolgate_core::store::{Append, ApprovalRow, Lease, Store, StoreError};
 use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
 
 use crate::decide::expire_due_in;
@@ -109,6 +109,15 @@ pub struct Agent {
     on_text: Option<TextSink>,
     max_turns: u32,
     observer: Option<Observer>,
+    lease: Option<LeaseSpec>,
+}
+
+/// Who this agent drives runs as, and for how long a lease lasts between
+/// renewals.
+#[derive(Debug, Clone)]
+struct LeaseSpec {
+    owner: String,
+    ttl: Duration,
 }
 
 impl fmt::Debug for Agent {
@@ -140,7 +149,23 @@ impl Agent {
             on_text: None,
             max_turns: 25,
             observer: None,
+            lease: None,
         }
+    }
+
+    /// Drives each run under a lease held as `owner` in the store, renewed
+    /// every third of `ttl`: while this agent drives a run, no other
+    /// process does (one that tries gets [`EngineError::Busy`]), and a run
+    /// this process stops driving, even by dying, is free again after
+    /// `ttl` at the latest. Needed when several processes drive the runs of
+    /// one store, and by [`Agent::work`]; give every such process its own
+    /// owner name.
+    pub fn lease(mut self, owner: impl Into<String>, ttl: Duration) -> Self {
+        self.lease = Some(LeaseSpec {
+            owner: owner.into(),
+            ttl: ttl.max(Duration::from_millis(30)),
+        });
+        self
     }
 
     /// Calls `observer` at every step: before and after each commit, and
@@ -222,7 +247,13 @@ impl Agent {
         options: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
         let run = self.create_loaded(input, options).await?;
-        self.drive(run).await
+        // A new run is created under this agent's lease, if it has one.
+        let store = self.store_ref()?;
+        let run_id = run.run_id.clone();
+        let renewer = self.renew_lease(&run_id);
+        let result = self.drive_unleased(run, renewer.as_ref()).await;
+        self.release_lease(store.as_ref(), &run_id, renewer).await;
+        result
     }
 
     /// Records a new run without driving it; returns its id.
@@ -260,6 +291,10 @@ impl Agent {
                 run: run_row(&run_id, &state, now, now),
                 approvals: Vec::new(),
                 grants: Vec::new(),
+                lease: self
+                    .lease
+                    .as_ref()
+                    .map(|lease| (lease.owner.clone(), now.saturating_add(millis(lease.ttl)))),
             })
             .await?;
         self.notify(&Step::Committed(&["run_started"]));
@@ -289,8 +324,143 @@ impl Agent {
         self.drive(run).await
     }
 
+    /// Takes runs that are ready for the engine (a decision came, or a
+    /// process driving them died) and drives each, until `stop` completes;
+    /// each outcome is reported to the observer as [`Step::Drove`]. Needs a
+    /// [`Agent::lease`]: runs are claimed with it, so that several workers
+    /// share the runs of one store, each run driven by one at a time.
+    pub async fn work(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), EngineError> {
+        let store = self.store_ref()?;
+        let lease = self.lease.as_ref().ok_or(EngineError::NoLease)?;
+        let ttl = millis(lease.ttl);
+        let mut stop = std::pin::pin!(stop);
+        let mut head = store.audit_head().await?;
+        loop {
+            let now = (self.clock)();
+            let claimed = store
+                .claim_ready_runs(&lease.owner, now.saturating_add(ttl), now, 8)
+                .await?;
+            if claimed.is_empty() {
+                // Woken at once by stores that notify (PostgreSQL), else
+                // after the poll interval.
+                let wait = async {
+                    match store.wait_for_change(head, self.poll).await {
+                        Ok(Some(seq)) => head = head.max(seq),
+                        Ok(None) | Err(_) => tokio::time::sleep(self.poll).await,
+                    }
+                };
+                tokio::select! {
+                    () = &mut stop => return Ok(()),
+                    () = wait => {}
+                }
+                continue;
+            }
+            for run_id in claimed {
+                let outcome = self.drive_leased(store, &run_id).await;
+                self.notify(&Step::Drove(&run_id, &outcome));
+            }
+        }
+    }
+
+    /// Drives a run whose lease this agent holds already, then gives the
+    /// lease up.
+    async fn drive_leased(
+        &self,
+        store: &Arc<dyn Store>,
+        run_id: &str,
+    ) -> Result<RunOutcome, EngineError> {
+        let renewer = self.renew_lease(run_id);
+        let result = match Loaded::load(store.as_ref(), run_id).await {
+            Ok(run) if run.state.external => Err(EngineError::External {
+                run_id: run_id.to_owned(),
+            }),
+            Ok(run) => self.drive_unleased(run, renewer.as_ref()).await,
+            Err(error) => Err(error),
+        };
+        self.release_lease(store.as_ref(), run_id, renewer).await;
+        result
+    }
+
+    /// Drives a folded run until it completes, fails or must wait, under
+    /// this agent's lease when it has one.
+    async fn drive(&self, run: Loaded) -> Result<RunOutcome, EngineError> {
+        let store = self.store_ref()?;
+        let Some(lease) = &self.lease else {
+            return self.drive_unleased(run, None).await;
+        };
+        let now = (self.clock)();
+        match store
+            .lease_run(
+                &run.run_id,
+                &lease.owner,
+                now.saturating_add(millis(lease.ttl)),
+                now,
+            )
+            .await?
+        {
+            Lease::Held => {}
+            Lease::Busy { owner, until } => {
+                return Err(EngineError::Busy {
+                    run_id: run.run_id,
+                    owner,
+                    until,
+                });
+            }
+        }
+        let run_id = run.run_id.clone();
+        let renewer = self.renew_lease(&run_id);
+        let result = self.drive_unleased(run, renewer.as_ref()).await;
+        self.release_lease(store.as_ref(), &run_id, renewer).await;
+        result
+    }
+
+    /// Renews this agent's lease on `run_id` in the background, every third
+    /// of its time, until dropped; says when the lease was lost.
+    fn renew_lease(&self, run_id: &str) -> Option<Renewer> {
+        let lease = self.lease.clone()?;
+        let store = Arc::clone(self.store.as_ref()?);
+        let clock = Arc::clone(&self.clock);
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&lost);
+        let run_id = run_id.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease.ttl / 3).await;
+                let now = clock();
+                let renewed = store
+                    .lease_run(
+                        &run_id,
+                        &lease.owner,
+                        now.saturating_add(millis(lease.ttl)),
+                        now,
+                    )
+                    .await;
+                if matches!(renewed, Ok(Lease::Busy { .. })) {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+        Some(Renewer { task, lost })
+    }
+
+    async fn release_lease(&self, store: &dyn Store, run_id: &str, renewer: Option<Renewer>) {
+        if let (Some(lease), Some(renewer)) = (&self.lease, renewer) {
+            renewer.task.abort();
+            // A release that fails leaves a lease that lapses by itself.
+            let _ = store.release_run(run_id, &lease.owner).await;
+        }
+    }
+
     /// Drives a folded run until it completes, fails or must wait.
-    async fn drive(&self, mut run: Loaded) -> Result<RunOutcome, EngineError> {
+    async fn drive_unleased(
+        &self,
+        mut run: Loaded,
+        renewer: Option<&Renewer>,
+    ) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
         let run_id = run.run_id.clone();
         let run_id = run_id.as_str();
@@ -300,6 +470,11 @@ impl Agent {
         };
         let mut conflicts = 0;
         loop {
+            if renewer.is_some_and(Renewer::is_lost) {
+                return Err(EngineError::LeaseLost {
+                    run_id: run_id.to_owned(),
+                });
+            }
             match self.step(store.as_ref(), &mut run).await {
                 Ok(Progress::Advanced) => conflicts = 0,
                 Ok(Progress::Stopped) => {
@@ -595,6 +770,22 @@ pub(crate) async fn gate_call(
     Ok((gate, verdict))
 }
 
+/// The background renewal of a run's lease.
+struct Renewer {
+    task: tokio::task::JoinHandle<()>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Renewer {
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A step of the engine, as observers see it: for progress reports,
 /// metrics, and tests that stop a process at an exact point.
 #[derive(Debug)]
@@ -606,6 +797,8 @@ pub enum Step<'a> {
     Committed(&'a [&'static str]),
     /// A tool is running (its start is committed).
     ToolRunning(&'a toolgate_core::ToolCall),
+    /// [`Agent::work`] drove this run, with this outcome.
+    Drove(&'a str, &'a Result<RunOutcome, EngineError>),
 }
 
 /// Sees every [`Step`] of the engine, on the task that takes it.
@@ -633,6 +826,7 @@ pub(crate) async fn append_events(
             run: run_row(&run.run_id, &after, run.created_at, now),
             approvals,
             grants,
+            lease: None,
         })
         .await?;
     run.state = after;

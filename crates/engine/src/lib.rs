@@ -118,6 +118,31 @@ pub enum EngineError {
         /// The run.
         run_id: String,
     },
+    /// Another process drives the run now.
+    #[error(
+        "run {run_id} is being driven by {owner} (its lease runs until {}); let it finish, or try again once it stops",
+        toolgate_core::time::format_millis(*until)
+    )]
+    Busy {
+        /// The run.
+        run_id: String,
+        /// Who drives it.
+        owner: String,
+        /// Until when its lease lasts (Unix milliseconds).
+        until: i64,
+    },
+    /// This process lost its lease on the run (it could not renew it in
+    /// time), so it stopped: another process may be driving it now.
+    #[error(
+        "this process lost its lease on run {run_id} (it could not renew it in time) and stopped driving it; another process may have taken it over"
+    )]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+    },
+    /// [`Agent::work`] needs a lease to claim runs with.
+    #[error("a worker needs a lease: give the agent `.lease(owner, ttl)` first")]
+    NoLease,
     /// The run was changed by others faster than this process could act.
     #[error("run {run_id} kept changing under this process ({attempts} attempts); try again")]
     Contended {

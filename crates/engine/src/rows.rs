@@ -26,9 +26,15 @@ pub(crate) fn run_row(run_id: &str, state: &RunState, created_at: i64, now: i64)
         }
         _ => prompt,
     };
+    // An external run the engine has nothing to do for is `open`, not
+    // `running`: workers claim `running` runs to drive them.
+    let status = match (&state.status, state.external) {
+        (toolgate_core::run::RunStatus::Running, true) => "open",
+        (status, _) => status.as_str(),
+    };
     RunRow {
         id: run_id.to_owned(),
-        status: state.status.as_str().to_owned(),
+        status: status.to_owned(),
         thread: state.thread.clone(),
         prompt: prompt.chars().take(PROMPT_CHARS).collect(),
         created_at,

@@ -638,6 +638,7 @@ async fn a_started_call_without_a_finish_is_in_doubt_unless_idempotent() {
             run: store.runs(&Default::default()).await.unwrap()[0].clone(),
             approvals: vec![],
             grants: vec![],
+            lease: None,
         })
         .await
         .unwrap();
@@ -708,6 +709,7 @@ async fn an_idempotent_call_found_started_runs_again() {
             run: store.runs(&Default::default()).await.unwrap()[0].clone(),
             approvals: vec![],
             grants: vec![],
+            lease: None,
         })
         .await
         .unwrap();

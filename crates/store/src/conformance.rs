@@ -63,6 +63,8 @@ macro_rules! store_conformance_tests {
             call_requests_round_trip,
             audit_head_follows_appends,
             due_approvals_are_the_pending_ones_past_their_time,
+            leases_are_held_by_one_owner_until_they_lapse,
+            ready_runs_are_claimed_once,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -562,6 +564,123 @@ pub async fn due_approvals_are_the_pending_ones_past_their_time(store: Arc<dyn S
     assert_eq!(due(i64::MAX, 0).await, ["early", "late", "future"]);
 }
 
+/// A run's lease is held by one owner at a time until it lapses or is
+/// given up, and appends leave it alone.
+pub async fn leases_are_held_by_one_owner_until_they_lapse(store: Arc<dyn Store>) {
+    use toolgate_core::store::Lease;
+    assert_not_found(store.lease_run("run-x", "a", 10, 0).await, "run", "run-x");
+    ok(store
+        .append(append("run-a", 0, vec![started("Email Bob")]))
+        .await);
+    assert_eq!(
+        ok(store.lease_run("run-a", "a", 1_000, 0).await),
+        Lease::Held
+    );
+    let busy = Lease::Busy {
+        owner: "a".to_owned(),
+        until: 1_000,
+    };
+    assert_eq!(ok(store.lease_run("run-a", "b", 2_000, 500).await), busy);
+    // The holder renews; appends (by anyone) leave the lease as it is.
+    assert_eq!(
+        ok(store.lease_run("run-a", "a", 1_500, 600).await),
+        Lease::Held
+    );
+    ok(store
+        .append(append(
+            "run-a",
+            1,
+            vec![model_turn("call-1", "bob@example.com")],
+        ))
+        .await);
+    assert_eq!(
+        ok(store.lease_run("run-a", "b", 2_000, 1_400).await),
+        Lease::Busy {
+            owner: "a".to_owned(),
+            until: 1_500
+        }
+    );
+    // Lapsed: another owner takes it; the old owner's release does nothing.
+    assert_eq!(
+        ok(store.lease_run("run-a", "b", 3_000, 1_500).await),
+        Lease::Held
+    );
+    ok(store.release_run("run-a", "a").await);
+    assert!(matches!(
+        ok(store.lease_run("run-a", "a", 4_000, 2_000).await),
+        Lease::Busy { owner, .. } if owner == "b"
+    ));
+    ok(store.release_run("run-a", "b").await);
+    assert_eq!(
+        ok(store.lease_run("run-a", "a", 4_000, 2_000).await),
+        Lease::Held
+    );
+    ok(store.release_run("run-x", "a").await);
+}
+
+/// Runs ready for the engine (`running`) and not leased are claimed, each
+/// by one claimer, even when two claim at once.
+pub async fn ready_runs_are_claimed_once(store: Arc<dyn Store>) {
+    for i in 0..20 {
+        ok(store
+            .append(append(
+                &format!("run-{i:02}"),
+                0,
+                vec![started("Email Bob")],
+            ))
+            .await);
+    }
+    let mut waiting = append("run-waiting", 0, vec![started("Email Bob")]);
+    waiting.run.status = "waiting".to_owned();
+    ok(store.append(waiting).await);
+    let mut done = append("run-done", 0, vec![started("Email Bob")]);
+    done.run.status = "completed".to_owned();
+    ok(store.append(done).await);
+    assert_eq!(
+        ok(store.lease_run("run-00", "holder", 10_000, 0).await),
+        toolgate_core::store::Lease::Held
+    );
+
+    let barrier = Arc::new(Barrier::new(2));
+    let claims: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|owner| {
+            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut claimed = Vec::new();
+                loop {
+                    let page = ok(store.claim_ready_runs(owner, 5_000, 100, 3).await);
+                    if page.is_empty() {
+                        return claimed;
+                    }
+                    claimed.extend(page);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claim in claims {
+        all.extend(claim.await.unwrap());
+    }
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), count, "a run was claimed twice: {all:?}");
+    let expected: Vec<String> = (1..20).map(|i| format!("run-{i:02}")).collect();
+    assert_eq!(
+        all, expected,
+        "every running run not leased, and nothing else, is claimed"
+    );
+    assert_eq!(
+        ok(store.claim_ready_runs("three", 5_000, 200, 50).await),
+        Vec::<String>::new()
+    );
+    // Claims lapse like any lease.
+    let again = ok(store.claim_ready_runs("three", 20_000, 10_000, 50).await);
+    assert_eq!(again.len(), 20, "{again:?}");
+}
+
 /// The audit head is the last entry's number, from 0.
 pub async fn audit_head_follows_appends(store: Arc<dyn Store>) {
     assert_eq!(ok(store.audit_head().await), 0);
@@ -1023,6 +1142,7 @@ pub mod fixtures {
             run: run_row(run_id, version),
             approvals: Vec::new(),
             grants: Vec::new(),
+            lease: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) struct AppendJson {
     pub(crate) approvals: Vec<(ApprovalRow, String, Option<String>)>,
     /// Each grant, with its scope as JSON text.
     pub(crate) grants: Vec<(Grant, String)>,
+    /// The creator's lease, for an append that creates the run.
+    pub(crate) lease: Option<(String, i64)>,
 }
 
 impl AppendJson {
@@ -73,6 +75,7 @@ impl AppendJson {
             events,
             approvals,
             grants,
+            lease: append.lease,
         })
     }
 }

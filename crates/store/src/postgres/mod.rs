@@ -26,7 +26,7 @@ use crate::json::{AppendJson, read as json};
 use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
-    Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    Append, ApprovalQuery, ApprovalRow, Lease, RunQuery, RunRow, Store, StoreError, StoredEvent,
     TokenRecord,
 };
 use toolgate_core::{Principal, Role};
@@ -386,8 +386,9 @@ impl PgStore {
         }
         let statement = tx
             .prepare_cached(
-                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
+                     lease_owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (id) DO UPDATE SET
                      status = excluded.status, thread = excluded.thread,
                      prompt = excluded.prompt, created_at = excluded.created_at,
@@ -408,6 +409,8 @@ impl PgStore {
                 &run.created_at,
                 &run.updated_at,
                 &version,
+                &append.lease.as_ref().map(|(owner, _)| owner.as_str()),
+                &append.lease.as_ref().map(|(_, until)| *until),
             ],
         )
         .await
@@ -900,6 +903,99 @@ impl Store for PgStore {
             .await
             .map_err(|error| failed(what(), &error))?;
         count(get(&row, 0, &what)?, &what)
+    }
+
+    async fn lease_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Lease, StoreError> {
+        let what = || format!("cannot lease run {run_id}");
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = $2, lease_until = $3
+                 WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until <= $4)",
+            )
+            .await
+            .map_err(sql)?;
+        if client
+            .execute(&statement, &[&run_id, &owner, &until, &now])
+            .await
+            .map_err(sql)?
+            > 0
+        {
+            return Ok(Lease::Held);
+        }
+        let statement = client
+            .prepare_cached("SELECT lease_owner, lease_until FROM runs WHERE id = $1")
+            .await
+            .map_err(sql)?;
+        let Some(row) = client
+            .query_opt(&statement, &[&run_id])
+            .await
+            .map_err(sql)?
+        else {
+            return Err(StoreError::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            });
+        };
+        let run = || format!("run {run_id}");
+        match (get(&row, 0, &run)?, get(&row, 1, &run)?) {
+            (Some(owner), Some(until)) => Ok(Lease::Busy { owner, until }),
+            _ => Err(corrupt(format!("run {run_id} has half a lease"))),
+        }
+    }
+
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        let what = || format!("cannot release run {run_id}");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        client
+            .execute(&statement, &[&run_id, &owner])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        Ok(())
+    }
+
+    async fn claim_ready_runs(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let what = || "cannot claim runs".to_owned();
+        let client = self.client().await?;
+        // SKIP LOCKED: claimers in other processes pass over the rows this
+        // one is taking instead of waiting for them, and never take them.
+        let statement = client
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = $1, lease_until = $2
+                 WHERE id IN (SELECT id FROM runs
+                              WHERE status = 'running'
+                                AND (lease_owner IS NULL OR lease_until <= $3)
+                              ORDER BY created_at, id LIMIT $4
+                              FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, &[&owner, &until, &now, &limit(max)])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter().map(|row| get(row, 0, &what)).collect()
     }
 
     async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError> {

@@ -131,7 +131,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
     // 2: API tokens, kept as the SHA-256 of their secret (`groups` is a
-    // JSON array of names), and the index of approvals that expire.
+    // JSON array of names), the index of approvals that expire, and run
+    // leases.
     r#"
     CREATE TABLE tokens (
         id         TEXT COLLATE "C" PRIMARY KEY,
@@ -150,6 +151,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- what is due reads only those.
     CREATE INDEX approvals_due ON approvals (expires_at)
         WHERE status = 'pending' AND expires_at IS NOT NULL;
+
+    -- Who drives a run now, and until when (Unix milliseconds).
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until BIGINT;
     "#,
 ];
 

@@ -7,11 +7,13 @@
 mod body;
 mod codes;
 mod error;
+mod leases;
 mod read;
 mod schema;
 mod tokens;
 mod writer;
 
+use std::any::Any;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::Grant;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
-    Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    Append, ApprovalQuery, ApprovalRow, Lease, RunQuery, RunRow, Store, StoreError, StoredEvent,
     TokenRecord,
 };
 
@@ -132,6 +134,22 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs a write that adds no audit entry on the writer thread, in the
+    /// batch's transaction.
+    async fn plain<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let boxed: writer::PlainWrite =
+            Box::new(move |conn| write(conn).map(|value| Box::new(value) as Box<dyn Any + Send>));
+        let value = self.write(|reply| Request::Plain(boxed, reply)).await?;
+        value.downcast::<T>().map(|value| *value).map_err(|_| {
+            StoreError::Backend("the store's writer answered with a value of the wrong type".into())
+        })
+    }
+}
+
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
@@ -233,11 +251,9 @@ impl Store for SqliteStore {
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let token = token.clone();
-        self.write(|reply| {
-            Request::Plain(Box::new(move |conn| tokens::create(conn, &token)), reply)
-        })
-        .await
-        .map(drop)
+        self.plain(move |conn| tokens::create(conn, &token))
+            .await
+            .map(drop)
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
@@ -253,10 +269,37 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(|reply| {
-            Request::Plain(Box::new(move |conn| tokens::revoke(conn, &id, at)), reply)
-        })
-        .await
+        self.plain(move |conn| tokens::revoke(conn, &id, at)).await
+    }
+
+    async fn lease_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Lease, StoreError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.plain(move |conn| leases::lease(conn, &run_id, &owner, until, now))
+            .await
+    }
+
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.plain(move |conn| leases::release(conn, &run_id, &owner))
+            .await
+    }
+
+    async fn claim_ready_runs(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let owner = owner.to_owned();
+        self.plain(move |conn| leases::claim_ready(conn, &owner, until, now, limit))
+            .await
     }
 }
 

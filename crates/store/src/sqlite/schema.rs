@@ -126,7 +126,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_newest ON grants (created_at, id);
     "#,
     // 2: API tokens, kept as the SHA-256 of their secret (`groups` is a
-    // JSON array of names), and the index of approvals that expire.
+    // JSON array of names), the index of approvals that expire, and run
+    // leases.
     r#"
     CREATE TABLE tokens (
         id         TEXT PRIMARY KEY,
@@ -146,6 +147,11 @@ const MIGRATIONS: &[&str] = &[
     -- approvals wait without a timeout.
     CREATE INDEX approvals_due ON approvals (expires_at)
         WHERE status = 0 AND expires_at IS NOT NULL;
+
+    -- Who drives a run now, and until when (Unix milliseconds): see
+    -- `leases`.
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until INTEGER;
     "#,
 ];
 

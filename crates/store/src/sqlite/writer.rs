@@ -14,6 +14,7 @@
 //! to the file in between (SQLite's `data_version` tells), it reads the
 //! head again.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,11 +52,13 @@ pub(crate) enum Request {
     /// [`toolgate_core::store::Store::revoke_grant`].
     RevokeGrant(Revoke, Reply<bool>),
     /// A write outside the audit log (API tokens), in its own savepoint.
-    Plain(PlainWrite, Reply<bool>),
+    Plain(PlainWrite, Reply<Box<dyn Any + Send>>),
 }
 
-/// A write that adds no audit entry: see `super::tokens`.
-pub(crate) type PlainWrite = Box<dyn FnOnce(&Connection) -> Result<bool, StoreError> + Send>;
+/// A write that adds no audit entry (tokens, run leases: see
+/// `super::tokens`), answering with a value of its own type.
+pub(crate) type PlainWrite =
+    Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
 
 /// A grant to revoke.
 pub(crate) struct Revoke {
@@ -78,6 +81,8 @@ pub(crate) struct PreparedAppend {
     approvals: Vec<(ApprovalRow, String, Option<String>, Value)>,
     /// Each grant, with its scope as JSON text.
     grants: Vec<(Grant, String)>,
+    /// The creator's lease, for an append that creates the run.
+    lease: Option<(String, i64)>,
 }
 
 impl PreparedAppend {
@@ -110,6 +115,7 @@ impl PreparedAppend {
         Ok(PreparedAppend {
             expected_version: json.expected_version,
             run: json.run,
+            lease: json.lease,
             events,
             approvals,
             grants: json.grants,
@@ -149,6 +155,10 @@ struct Writer {
 enum Done {
     Version(Reply<u64>, Result<u64, StoreError>),
     Flag(Reply<bool>, Result<bool, StoreError>),
+    Value(
+        Reply<Box<dyn Any + Send>>,
+        Result<Box<dyn Any + Send>, StoreError>,
+    ),
 }
 
 impl Done {
@@ -157,6 +167,7 @@ impl Done {
         match self {
             Done::Version(reply, _) => Done::Version(reply, Err(failure(why))),
             Done::Flag(reply, _) => Done::Flag(reply, Err(failure(why))),
+            Done::Value(reply, _) => Done::Value(reply, Err(failure(why))),
         }
     }
 
@@ -166,6 +177,7 @@ impl Done {
         match self {
             Done::Version(reply, result) => drop(reply.send(result)),
             Done::Flag(reply, result) => drop(reply.send(result)),
+            Done::Value(reply, result) => drop(reply.send(result)),
         }
     }
 }
@@ -174,9 +186,10 @@ impl Request {
     fn failed(self, why: &str) -> Done {
         match self {
             Request::Append(_, reply) => Done::Version(reply, Err(failure(why))),
-            Request::UseGrant(_, reply)
-            | Request::RevokeGrant(_, reply)
-            | Request::Plain(_, reply) => Done::Flag(reply, Err(failure(why))),
+            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
+                Done::Flag(reply, Err(failure(why)))
+            }
+            Request::Plain(_, reply) => Done::Value(reply, Err(failure(why))),
         }
     }
 }
@@ -271,7 +284,7 @@ impl Writer {
                 }
                 Request::Plain(write, reply) => {
                     let result = self.in_savepoint(&mut head, &mut lost, |conn, _, _| write(conn));
-                    Done::Flag(reply, result)
+                    Done::Value(reply, result)
                 }
             });
         }
@@ -508,8 +521,9 @@ fn append_events(
     }
     let rid: i64 = conn
         .prepare_cached(
-            "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
+                 lease_owner, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET
                  status = excluded.status, thread = excluded.thread,
                  prompt = excluded.prompt, created_at = excluded.created_at,
@@ -526,6 +540,8 @@ fn append_events(
                     run.created_at,
                     run.updated_at.wrapping_sub(run.created_at),
                     run.version as i64,
+                    append.lease.as_ref().map(|(owner, _)| owner),
+                    append.lease.as_ref().map(|(_, until)| until),
                 ],
                 |row| row.get(0),
             )
