@@ -46,6 +46,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@each $make;
             append_and_load_round_trip,
+            load_since_gives_only_the_newer_events,
             wrong_expected_version_conflicts_and_writes_nothing,
             creating_an_existing_run_conflicts,
             empty_append_is_refused,
@@ -162,6 +163,37 @@ pub async fn append_and_load_round_trip(store: Arc<dyn Store>) {
         vec![run_row("run-2", 1), run_row("run-1", 5)],
         "the run rows are the last ones appended (both created at the same time: by id)"
     );
+}
+
+/// `load_since` gives the events after a version, numbered as in the
+/// whole log; none once the version is the log's; not found for an unknown
+/// run, whatever the version.
+pub async fn load_since_gives_only_the_newer_events(store: Arc<dyn Store>) {
+    let events = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+        requested("call-1", "appr-1", "bob@example.com"),
+    ];
+    assert_eq!(
+        ok(store.append(append("run-1", 0, events.clone())).await),
+        3
+    );
+    ok(store
+        .append(append("run-2", 0, vec![started("Other")]))
+        .await);
+    let whole = ok(store.load("run-1").await);
+    assert_eq!(ok(store.load_since("run-1", 0).await), whole);
+    let newer = ok(store.load_since("run-1", 1).await);
+    assert_eq!(newer, whole[1..], "the events after the first");
+    assert_eq!(
+        newer.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3],
+        "numbered as in the whole log"
+    );
+    assert_eq!(ok(store.load_since("run-1", 3).await), Vec::new());
+    assert_eq!(ok(store.load_since("run-1", 7).await), Vec::new());
+    assert_not_found(store.load_since("nope", 0).await, "run", "nope");
+    assert_not_found(store.load_since("nope", 2).await, "run", "nope");
 }
 
 /// An append computed from another version than the log's fails with the

@@ -160,7 +160,14 @@ impl Store for SqliteStore {
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers
-            .run(move |conn| read::load(conn, &run_id))
+            .run(move |conn| read::load(conn, &run_id, 0))
+            .await
+    }
+
+    async fn load_since(&self, run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers
+            .run(move |conn| read::load(conn, &run_id, after))
             .await
     }
 

@@ -704,14 +704,15 @@ fn append_events(
 }
 
 /// Stores the times of run `rid`'s events from its new creation time,
-/// `new`, instead of `old`. (Toolgate never changes a run's creation time;
-/// a store must still keep the times right if a caller does.)
+/// `new`, instead of `old`. (The engine's first append gives its own clock's
+/// creation time, and a fold loaded later the time of the first event, so
+/// this happens about once a run: the statements stay prepared.)
 fn rebase(conn: &Connection, rid: i64, old: i64, new: i64) -> rusqlite::Result<()> {
     let events: Vec<(i64, i64)> = conn
-        .prepare("SELECT seq, at FROM events WHERE run = ?1")?
+        .prepare_cached("SELECT seq, at FROM events WHERE run = ?1")?
         .query_map([rid], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut update = conn.prepare("UPDATE events SET at = ?2 WHERE seq = ?1")?;
+    let mut update = conn.prepare_cached("UPDATE events SET at = ?2 WHERE seq = ?1")?;
     for (seq, at) in events {
         update.execute(params![seq, at.wrapping_add(old).wrapping_sub(new)])?;
     }
