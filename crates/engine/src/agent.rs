@@ -1,8 +1,9 @@
 //! The agent: a model, tools, a policy and a store, and the loop that drives
 //! runs over them.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,7 +14,7 @@ use toolgate_core::store::{Append, ApprovalRow, Store, StoreError};
 use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
 
 use crate::decide::expire_due_in;
-use crate::rows::{approval_row, changed_approvals, run_row};
+use crate::rows::{ApprovalMarks, approval_row, changed_approvals, run_row};
 use crate::{Clock, EngineError, new_id, system_clock};
 
 /// What the engine does when a run must wait for people.
@@ -109,6 +110,8 @@ pub struct Agent {
     on_text: Option<TextSink>,
     max_turns: u32,
     observer: Option<Observer>,
+    /// The folds of runs this agent left waiting, shared by its clones.
+    kept: Arc<Kept>,
 }
 
 impl fmt::Debug for Agent {
@@ -140,6 +143,7 @@ impl Agent {
             on_text: None,
             max_turns: 25,
             observer: None,
+            kept: Arc::default(),
         }
     }
 
@@ -280,8 +284,11 @@ impl Agent {
     /// otherwise marks it in doubt until the other's finish settles it.
     pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
-        self.drive(Loaded::load(store.as_ref(), run_id).await?)
-            .await
+        let run = match self.kept.take(run_id) {
+            Some(run) => run.refresh(store.as_ref()).await?,
+            None => Loaded::load(store.as_ref(), run_id).await?,
+        };
+        self.drive(run).await
     }
 
     /// Drives a folded run until it completes, fails or must wait.
@@ -310,9 +317,13 @@ impl Agent {
                     match deadline {
                         Some(limit) if now < limit => {
                             tokio::time::sleep(self.poll.min(limit - now)).await;
-                            run = Loaded::load(store.as_ref(), run_id).await?;
+                            run = run.refresh(store.as_ref()).await?;
                         }
-                        _ => return Ok(outcome(run_id, &run.state)),
+                        _ => {
+                            let outcome = outcome(run_id, &run.state);
+                            self.kept.keep(run);
+                            return Ok(outcome);
+                        }
                     }
                 }
                 Err(Failure::Conflict) => {
@@ -599,6 +610,10 @@ pub type Observer = Arc<dyn Fn(&Step<'_>) + Send + Sync>;
 
 /// Appends `events` (and `grants`) at the version the run was folded at,
 /// with the rows they change, and folds them in.
+///
+/// The events are folded into `run` before the append, so that the state
+/// is not copied for every commit: after an error (a conflict included)
+/// `run` is not the fold of the log, and must be loaded again before use.
 pub(crate) async fn append_events(
     store: &dyn Store,
     run: &mut Loaded,
@@ -606,22 +621,22 @@ pub(crate) async fn append_events(
     grants: Vec<Grant>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut after = run.state.clone();
+    let expected_version = run.state.version;
+    let before = ApprovalMarks::of(&run.state);
     for event in &events {
-        after.apply(event);
+        run.state.apply(event);
     }
-    let approvals = changed_approvals(&run.run_id, &run.state, &after, now);
+    let approvals = changed_approvals(&run.run_id, &before, &run.state, now);
     store
         .append(Append {
             run_id: run.run_id.clone(),
-            expected_version: run.state.version,
+            expected_version,
             events,
-            run: run_row(&run.run_id, &after, run.created_at, now),
+            run: run_row(&run.run_id, &run.state, run.created_at, now),
             approvals,
             grants,
         })
         .await?;
-    run.state = after;
     Ok(())
 }
 
@@ -641,6 +656,58 @@ impl Loaded {
             state: RunState::fold(events.iter().map(|e| &e.event)),
             created_at,
         })
+    }
+
+    /// The fold brought up to date with what was appended since: by this
+    /// process, others, or people deciding. Folding the new events onto
+    /// the fold of the older ones is the fold of the whole log.
+    async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
+        let events = store.load_since(&self.run_id, self.state.version).await?;
+        if events
+            .first()
+            .is_some_and(|first| first.seq != self.state.version + 1)
+        {
+            // Not the events after this fold (a store that ignores
+            // `after`?): fold the whole log instead.
+            return Loaded::load(store, &self.run_id).await;
+        }
+        for event in &events {
+            self.state.apply(&event.event);
+        }
+        Ok(self)
+    }
+}
+
+/// How many waiting runs' folds an agent keeps at most: a run is resumed
+/// from its kept fold plus the events appended since (a decision, mostly)
+/// instead of its whole log.
+const MAX_KEPT: usize = 1024;
+
+/// The folds of runs an agent left waiting, by run.
+///
+/// A kept fold is only a head start: it is brought up to date from the
+/// store before use, and should it still be behind, the conditional append
+/// conflicts and the run is loaded again. So it is safe with other
+/// processes driving the same runs.
+#[derive(Default)]
+struct Kept(Mutex<HashMap<String, Loaded>>);
+
+impl Kept {
+    fn keep(&self, run: Loaded) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= MAX_KEPT {
+            // Runs left waiting and never resumed here would otherwise
+            // fill it; forgetting them all costs each a full load.
+            kept.clear();
+        }
+        kept.insert(run.run_id.clone(), run);
+    }
+
+    fn take(&self, run_id: &str) -> Option<Loaded> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(run_id)
     }
 }
 
