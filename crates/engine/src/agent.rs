@@ -510,34 +510,36 @@ impl Agent {
         run: &mut Loaded,
         index: usize,
     ) -> Result<Progress, Failure> {
-        let call = run.state.calls[index].clone();
+        // The call as it runs: with the edited arguments after an edit.
+        let checked = {
+            let call = &run.state.calls[index];
+            toolgate_core::ToolCall {
+                args: call.effective_args().clone(),
+                ..call.call.clone()
+            }
+        };
         let tool =
             self.tools
-                .get(&call.call.name)
+                .get(&checked.name)
                 .cloned()
                 .ok_or_else(|| EngineError::MissingTool {
                     run_id: run.run_id.clone(),
-                    tool: call.call.name.clone(),
+                    tool: checked.name.clone(),
                 })?;
-        let args = call.effective_args().clone();
         self.commit(
             store,
             run,
             vec![Event::ToolStarted {
-                call_id: call.call.id.clone(),
-                args: args.clone(),
+                call_id: checked.id.clone(),
+                args: checked.args.clone(),
             }],
         )
         .await?;
         // Checked again: edited arguments were checked when decided, but the
         // tool set of this process is what the call runs against.
-        let checked = toolgate_core::ToolCall {
-            args: args.clone(),
-            ..call.call.clone()
-        };
         self.notify(&Step::ToolRunning(&checked));
         let outcome = match self.tools.check(&checked) {
-            Ok(_) => match tool.call(args).await {
+            Ok(_) => match tool.call(checked.args.clone()).await {
                 Ok(output) => Outcome::Output { output },
                 Err(error) => Outcome::Error {
                     error: error.to_string(),
@@ -550,7 +552,7 @@ impl Agent {
         // The tool ran: this commit must not be lost to a conflict, so it is
         // retried on a fresh fold (nothing else may finish this call).
         let finished = Event::ToolFinished {
-            call_id: call.call.id.clone(),
+            call_id: checked.id,
             outcome,
         };
         for _ in 0..MAX_ATTEMPTS {

@@ -22,7 +22,12 @@ pub(crate) fn run_row(run_id: &str, state: &RunState, created_at: i64, now: i64)
         id: run_id.to_owned(),
         status: state.status.as_str().to_owned(),
         thread: state.thread.clone(),
-        prompt: prompt.chars().take(PROMPT_CHARS).collect(),
+        // No more bytes than characters wanted: nothing to cut.
+        prompt: if prompt.len() <= PROMPT_CHARS {
+            prompt.to_owned()
+        } else {
+            prompt.chars().take(PROMPT_CHARS).collect()
+        },
         created_at,
         updated_at: now,
         version: state.version,

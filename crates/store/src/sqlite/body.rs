@@ -98,7 +98,11 @@ fn pack(json: &str) -> Vec<u8> {
     let mut packed = Vec::with_capacity(text.len());
     let mut at = 0;
     while at < text.len() {
-        if let Some(bytes) = text.get(at..at + 36).and_then(uuid) {
+        // Both packed forms start with a hex digit; most bytes are not one.
+        if hex_digit(text[at]).is_none() {
+            packed.push(text[at]);
+            at += 1;
+        } else if let Some(bytes) = text.get(at..at + 36).and_then(uuid) {
             packed.push(UUID);
             packed.extend_from_slice(&bytes);
             at += 36;
