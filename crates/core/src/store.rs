@@ -51,7 +51,8 @@ pub struct RunRow {
     pub thread: Option<String>,
     /// What it was asked: the first human message.
     pub prompt: String,
-    /// When it started (Unix milliseconds).
+    /// When it started (Unix milliseconds). A store keeps the one of the
+    /// run's first append: later appends' rows do not change it.
     pub created_at: i64,
     /// When its log last grew.
     pub updated_at: i64,

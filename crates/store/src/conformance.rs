@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             empty_append_is_refused,
             concurrent_appends_at_one_version_exactly_one_wins,
             run_rows_are_upserted_and_listed_newest_first,
+            a_runs_creation_time_is_its_first_appends,
             approval_rows_are_upserted_filtered_and_paged,
             listings_default_to_50_rows,
             unknown_ids_are_not_found,
@@ -381,6 +382,34 @@ pub async fn run_rows_are_upserted_and_listed_newest_first(store: Arc<dyn Store>
         ids(ok(store.runs(&query(&["completed", "failed"], 1)).await)),
         ["r4"]
     );
+}
+
+/// A run's creation time is its first append's: a later append whose row
+/// gives another one changes the row's other columns, not that, nor the
+/// times of the run's events.
+pub async fn a_runs_creation_time_is_its_first_appends(store: Arc<dyn Store>) {
+    ok(store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await);
+    let first = ok(store.load("run-1").await);
+    let mut later = append("run-1", 1, vec![run_completed()]);
+    later.run.created_at = 5_000;
+    later.run.updated_at = 7_000;
+    later.run.status = "completed".to_owned();
+    ok(store.append(later).await);
+    let rows = ok(store.runs(&RunQuery::default()).await);
+    assert_eq!(
+        (
+            rows[0].created_at,
+            rows[0].updated_at,
+            rows[0].status.as_str()
+        ),
+        (1_000, 7_000, "completed"),
+        "created at the first append's time, updated by the later one: {rows:?}"
+    );
+    let loaded = ok(store.load("run-1").await);
+    assert_eq!(loaded[0].at, first[0].at, "the first event keeps its time");
+    assert!(loaded[1].at >= first[0].at, "{loaded:?}");
 }
 
 /// Approval rows are upserted by appends and listed newest first, filtered

@@ -582,6 +582,9 @@ fn append_events(
         .map_or((None, 0), |(created_at, seq)| {
             (Some(created_at), seq.unwrap_or(0))
         });
+    // A run's creation time is its first append's: the times of its
+    // events and its `updated_at` are stored from it.
+    let created_at = created_at.unwrap_or(run.created_at);
     let actual = actual as u64;
     if actual != append.expected_version {
         return Err(StoreError::Conflict {
@@ -596,8 +599,8 @@ fn append_events(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET
                  status = excluded.status, thread = excluded.thread,
-                 prompt = excluded.prompt, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, version = excluded.version
+                 prompt = excluded.prompt, updated_at = excluded.updated_at,
+                 version = excluded.version
              RETURNING rid",
         )
         .and_then(|mut statement| {
@@ -608,18 +611,13 @@ fn append_events(
                     run.thread,
                     run.prompt,
                     run.created_at,
-                    run.updated_at.wrapping_sub(run.created_at),
+                    run.updated_at.wrapping_sub(created_at),
                     run.version as i64,
                 ],
                 |row| row.get(0),
             )
         })
         .map_err(sql)?;
-    if let Some(old) = created_at
-        && old != run.created_at
-    {
-        rebase(conn, rid, old, run.created_at).map_err(sql)?;
-    }
     for (index, (kind, body, prepared)) in append.events.iter().enumerate() {
         let run_seq = append.expected_version + index as u64 + 1;
         let stored = prepared
@@ -629,7 +627,7 @@ fn append_events(
             conn,
             signer,
             head,
-            Some((&run.id, rid, run_seq, run.created_at)),
+            Some((&run.id, rid, run_seq, created_at)),
             now,
             kind,
             (body, &stored),
@@ -701,22 +699,6 @@ fn append_events(
         .map_err(|error| sqlite_failed(format!("{}: grant {}", what(), grant.id), &error))?;
     }
     Ok(append.expected_version + append.events.len() as u64)
-}
-
-/// Stores the times of run `rid`'s events from its new creation time,
-/// `new`, instead of `old`. (The engine's first append gives its own clock's
-/// creation time, and a fold loaded later the time of the first event, so
-/// this happens about once a run: the statements stay prepared.)
-fn rebase(conn: &Connection, rid: i64, old: i64, new: i64) -> rusqlite::Result<()> {
-    let events: Vec<(i64, i64)> = conn
-        .prepare_cached("SELECT seq, at FROM events WHERE run = ?1")?
-        .query_map([rid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut update = conn.prepare_cached("UPDATE events SET at = ?2 WHERE seq = ?1")?;
-    for (seq, at) in events {
-        update.execute(params![seq, at.wrapping_add(old).wrapping_sub(new)])?;
-    }
-    Ok(())
 }
 
 /// The id of `part` in `parts`, added if it is not there yet.
