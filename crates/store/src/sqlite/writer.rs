@@ -551,6 +551,17 @@ fn insert_entry(
     Ok(())
 }
 
+/// A run's row as the writer finds it before an append.
+struct StoredRun {
+    rid: i64,
+    created_at: i64,
+    status: Value,
+    thread: Option<String>,
+    prompt: String,
+    /// The length of its log.
+    version: i64,
+}
+
 /// [`toolgate_core::store::Store::append`], inside the batch's transaction.
 fn append_events(
     conn: &Connection,
@@ -563,10 +574,11 @@ fn append_events(
     let what = || format!("cannot append to run {}", run.id);
     let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
     // The log's length is its last event's place in it: one index lookup.
-    // The run's creation time is what its events' times are stored from.
-    let (created_at, actual): (Option<i64>, i64) = conn
+    // The run's creation time is what its events' times are stored from;
+    // its row as it stands tells what the update changes.
+    let stored: Option<StoredRun> = conn
         .prepare_cached(
-            "SELECT r.created_at,
+            "SELECT r.rid, r.created_at, r.status, r.thread, r.prompt,
                     (SELECT e.run_seq FROM events e WHERE e.run = r.rid
                      ORDER BY e.run_seq DESC LIMIT 1)
              FROM runs r WHERE r.id = ?1",
@@ -574,18 +586,19 @@ fn append_events(
         .and_then(|mut statement| {
             statement
                 .query_row([&append.run_key], |row| {
-                    Ok((row.get(0)?, row.get::<_, Option<i64>>(1)?))
+                    Ok(StoredRun {
+                        rid: row.get(0)?,
+                        created_at: row.get(1)?,
+                        status: row.get(2)?,
+                        thread: row.get(3)?,
+                        prompt: row.get(4)?,
+                        version: row.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                    })
                 })
                 .optional()
         })
-        .map_err(sql)?
-        .map_or((None, 0), |(created_at, seq)| {
-            (Some(created_at), seq.unwrap_or(0))
-        });
-    // A run's creation time is its first append's: the times of its
-    // events and its `updated_at` are stored from it.
-    let created_at = created_at.unwrap_or(run.created_at);
-    let actual = actual as u64;
+        .map_err(sql)?;
+    let actual = stored.as_ref().map_or(0, |stored| stored.version as u64);
     if actual != append.expected_version {
         return Err(StoreError::Conflict {
             run_id: run.id.clone(),
@@ -593,31 +606,64 @@ fn append_events(
             actual,
         });
     }
-    let rid: i64 = conn
-        .prepare_cached(
-            "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (id) DO UPDATE SET
-                 status = excluded.status, thread = excluded.thread,
-                 prompt = excluded.prompt, updated_at = excluded.updated_at,
-                 version = excluded.version
-             RETURNING rid",
-        )
-        .and_then(|mut statement| {
-            statement.query_row(
-                params![
+    // A run's creation time is its first append's: the times of its
+    // events and its `updated_at` are stored from it.
+    let created_at = stored.as_ref().map_or(run.created_at, |s| s.created_at);
+    let status = codes::run_status_value(&run.status);
+    let updated_at = run.updated_at.wrapping_sub(created_at);
+    let rid = match stored {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     append.run_key,
-                    codes::run_status_value(&run.status),
+                    status,
                     run.thread,
                     run.prompt,
                     run.created_at,
-                    run.updated_at.wrapping_sub(created_at),
+                    updated_at,
                     run.version as i64,
-                ],
-                |row| row.get(0),
+                ])
+            })
+            .map(|_| conn.last_insert_rowid())
+            .map_err(sql)?,
+        // Most appends change only the version and the time: an update of
+        // those two leaves the status index alone.
+        Some(stored)
+            if stored.status == status
+                && stored.thread == run.thread
+                && stored.prompt == run.prompt =>
+        {
+            conn.prepare_cached("UPDATE runs SET updated_at = ?2, version = ?3 WHERE rid = ?1")
+                .and_then(|mut statement| {
+                    statement.execute(params![stored.rid, updated_at, run.version as i64])
+                })
+                .map_err(sql)?;
+            stored.rid
+        }
+        Some(stored) => {
+            conn.prepare_cached(
+                "UPDATE runs SET status = ?2, thread = ?3, prompt = ?4, updated_at = ?5,
+                     version = ?6
+                 WHERE rid = ?1",
             )
-        })
-        .map_err(sql)?;
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    stored.rid,
+                    status,
+                    run.thread,
+                    run.prompt,
+                    updated_at,
+                    run.version as i64,
+                ])
+            })
+            .map_err(sql)?;
+            stored.rid
+        }
+    };
     for (index, (kind, body, prepared)) in append.events.iter().enumerate() {
         let run_seq = append.expected_version + index as u64 + 1;
         let stored = prepared
