@@ -182,6 +182,8 @@ impl Agent {
     /// Sets the store.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        // Folds kept from another store (of a clone) are not this one's.
+        self.kept = Arc::default();
         self
     }
 
