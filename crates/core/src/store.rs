@@ -52,7 +52,8 @@ pub struct RunRow {
     pub thread: Option<String>,
     /// What it was asked: the first human message.
     pub prompt: String,
-    /// When it started (Unix milliseconds).
+    /// When it started (Unix milliseconds). A store keeps the one of the
+    /// run's first append: later appends' rows do not change it.
     pub created_at: i64,
     /// When its log last grew.
     pub updated_at: i64,
@@ -264,6 +265,23 @@ pub trait Store: Send + Sync {
     /// A run's log, oldest first; [`StoreError::NotFound`] for an unknown
     /// run.
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The events of a run's log after its first `after`, oldest first:
+    /// what was appended since a fold at version `after`, so that a caller
+    /// holding that fold brings it up to date without reading the whole
+    /// log. Empty when nothing was; [`StoreError::NotFound`] for an
+    /// unknown run.
+    ///
+    /// The default loads the whole log; stores override it to read only
+    /// the new events.
+    async fn load_since(&self, run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = self.load(run_id).await?;
+        let known = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
+        events.drain(..known);
+        Ok(events)
+    }
 
     /// Runs, newest first.
     async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError>;

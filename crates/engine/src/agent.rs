@@ -1,8 +1,9 @@
 //! The agent: a model, tools, a policy and a store, and the loop that drives
 //! runs over them.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,7 +14,7 @@ use toolgate_core::store::{Append, ApprovalRow, Lease, Store, StoreError};
 use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
 
 use crate::decide::expire_due_in;
-use crate::rows::{approval_row, changed_approvals, run_row};
+use crate::rows::{ApprovalMarks, approval_row, changed_approvals, run_row};
 use crate::{Clock, EngineError, new_id, system_clock};
 
 /// What the engine does when a run must wait for people.
@@ -110,6 +111,8 @@ pub struct Agent {
     max_turns: u32,
     observer: Option<Observer>,
     lease: Option<LeaseSpec>,
+    /// The folds of runs this agent left waiting, shared by its clones.
+    kept: Arc<Kept>,
 }
 
 /// Who this agent drives runs as, and for how long a lease lasts between
@@ -150,6 +153,7 @@ impl Agent {
             max_turns: 25,
             observer: None,
             lease: None,
+            kept: Arc::default(),
         }
     }
 
@@ -203,6 +207,8 @@ impl Agent {
     /// Sets the store.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        // Folds kept from another store (of a clone) are not this one's.
+        self.kept = Arc::default();
         self
     }
 
@@ -315,7 +321,10 @@ impl Agent {
     /// otherwise marks it in doubt until the other's finish settles it.
     pub async fn resume(&self, run_id: &str) -> Result<RunOutcome, EngineError> {
         let store = self.store_ref()?;
-        let run = Loaded::load(store.as_ref(), run_id).await?;
+        let run = match self.kept.take(run_id) {
+            Some(run) => run.refresh(store.as_ref()).await?,
+            None => Loaded::load(store.as_ref(), run_id).await?,
+        };
         if run.state.external {
             return Err(EngineError::External {
                 run_id: run_id.to_owned(),
@@ -490,9 +499,13 @@ impl Agent {
                     match deadline {
                         Some(limit) if now < limit => {
                             tokio::time::sleep(self.poll.min(limit - now)).await;
-                            run = Loaded::load(store.as_ref(), run_id).await?;
+                            run = run.refresh(store.as_ref()).await?;
                         }
-                        _ => return Ok(outcome(run_id, &run.state)),
+                        _ => {
+                            let outcome = outcome(run_id, &run.state);
+                            self.kept.keep(run);
+                            return Ok(outcome);
+                        }
                     }
                 }
                 Err(Failure::Conflict) => {
@@ -648,34 +661,36 @@ impl Agent {
         run: &mut Loaded,
         index: usize,
     ) -> Result<Progress, Failure> {
-        let call = run.state.calls[index].clone();
+        // The call as it runs: with the edited arguments after an edit.
+        let checked = {
+            let call = &run.state.calls[index];
+            toolgate_core::ToolCall {
+                args: call.effective_args().clone(),
+                ..call.call.clone()
+            }
+        };
         let tool =
             self.tools
-                .get(&call.call.name)
+                .get(&checked.name)
                 .cloned()
                 .ok_or_else(|| EngineError::MissingTool {
                     run_id: run.run_id.clone(),
-                    tool: call.call.name.clone(),
+                    tool: checked.name.clone(),
                 })?;
-        let args = call.effective_args().clone();
         self.commit(
             store,
             run,
             vec![Event::ToolStarted {
-                call_id: call.call.id.clone(),
-                args: args.clone(),
+                call_id: checked.id.clone(),
+                args: checked.args.clone(),
             }],
         )
         .await?;
         // Checked again: edited arguments were checked when decided, but the
         // tool set of this process is what the call runs against.
-        let checked = toolgate_core::ToolCall {
-            args: args.clone(),
-            ..call.call.clone()
-        };
         self.notify(&Step::ToolRunning(&checked));
         let outcome = match self.tools.check(&checked) {
-            Ok(_) => match tool.call(args).await {
+            Ok(_) => match tool.call(checked.args.clone()).await {
                 Ok(output) => Outcome::Output { output },
                 Err(error) => Outcome::Error {
                     error: error.to_string(),
@@ -688,7 +703,7 @@ impl Agent {
         // The tool ran: this commit must not be lost to a conflict, so it is
         // retried on a fresh fold (nothing else may finish this call).
         let finished = Event::ToolFinished {
-            call_id: call.call.id.clone(),
+            call_id: checked.id,
             outcome,
         };
         for _ in 0..MAX_ATTEMPTS {
@@ -806,6 +821,10 @@ pub type Observer = Arc<dyn Fn(&Step<'_>) + Send + Sync>;
 
 /// Appends `events` (and `grants`) at the version the run was folded at,
 /// with the rows they change, and folds them in.
+///
+/// The events are folded into `run` before the append, so that the state
+/// is not copied for every commit: after an error (a conflict included)
+/// `run` is not the fold of the log, and must be loaded again before use.
 pub(crate) async fn append_events(
     store: &dyn Store,
     run: &mut Loaded,
@@ -813,23 +832,23 @@ pub(crate) async fn append_events(
     grants: Vec<Grant>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut after = run.state.clone();
+    let expected_version = run.state.version;
+    let before = ApprovalMarks::of(&run.state);
     for event in &events {
-        after.apply(event);
+        run.state.apply(event);
     }
-    let approvals = changed_approvals(&run.run_id, &run.state, &after, now);
+    let approvals = changed_approvals(&run.run_id, &before, &run.state, now);
     store
         .append(Append {
             run_id: run.run_id.clone(),
-            expected_version: run.state.version,
+            expected_version,
             events,
-            run: run_row(&run.run_id, &after, run.created_at, now),
+            run: run_row(&run.run_id, &run.state, run.created_at, now),
             approvals,
             grants,
             lease: None,
         })
         .await?;
-    run.state = after;
     Ok(())
 }
 
@@ -853,6 +872,58 @@ impl Loaded {
             state: RunState::fold(events.iter().map(|e| &e.event)),
             created_at: events.first().map_or(0, |e| e.at),
         }
+    }
+
+    /// The fold brought up to date with what was appended since: by this
+    /// process, others, or people deciding. Folding the new events onto
+    /// the fold of the older ones is the fold of the whole log.
+    async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
+        let events = store.load_since(&self.run_id, self.state.version).await?;
+        if events
+            .first()
+            .is_some_and(|first| first.seq != self.state.version + 1)
+        {
+            // Not the events after this fold (a store that ignores
+            // `after`?): fold the whole log instead.
+            return Loaded::load(store, &self.run_id).await;
+        }
+        for event in &events {
+            self.state.apply(&event.event);
+        }
+        Ok(self)
+    }
+}
+
+/// How many waiting runs' folds an agent keeps at most: a run is resumed
+/// from its kept fold plus the events appended since (a decision, mostly)
+/// instead of its whole log.
+const MAX_KEPT: usize = 1024;
+
+/// The folds of runs an agent left waiting, by run.
+///
+/// A kept fold is only a head start: it is brought up to date from the
+/// store before use, and should it still be behind, the conditional append
+/// conflicts and the run is loaded again. So it is safe with other
+/// processes driving the same runs.
+#[derive(Default)]
+struct Kept(Mutex<HashMap<String, Loaded>>);
+
+impl Kept {
+    fn keep(&self, run: Loaded) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= MAX_KEPT {
+            // Runs left waiting and never resumed here would otherwise
+            // fill it; forgetting them all costs each a full load.
+            kept.clear();
+        }
+        kept.insert(run.run_id.clone(), run);
+    }
+
+    fn take(&self, run_id: &str) -> Option<Loaded> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(run_id)
     }
 }
 

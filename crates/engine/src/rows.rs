@@ -36,7 +36,12 @@ pub(crate) fn run_row(run_id: &str, state: &RunState, created_at: i64, now: i64)
         id: run_id.to_owned(),
         status: status.to_owned(),
         thread: state.thread.clone(),
-        prompt: prompt.chars().take(PROMPT_CHARS).collect(),
+        // No more bytes than characters wanted: nothing to cut.
+        prompt: if prompt.len() <= PROMPT_CHARS {
+            prompt.to_owned()
+        } else {
+            prompt.chars().take(PROMPT_CHARS).collect()
+        },
         created_at,
         updated_at: now,
         version: state.version,
@@ -81,20 +86,39 @@ pub(crate) fn approval_row(
     }
 }
 
+/// What tells whether an approval changed: its status and how many
+/// decisions it has, by id.
+pub(crate) struct ApprovalMarks(Vec<(String, ApprovalStatus, usize)>);
+
+impl ApprovalMarks {
+    pub(crate) fn of(state: &RunState) -> ApprovalMarks {
+        ApprovalMarks(
+            state
+                .approvals()
+                .map(|a| (a.id.clone(), a.status, a.decisions.len()))
+                .collect(),
+        )
+    }
+}
+
 /// The rows of the approvals that are new in `after`, or changed since
 /// `before`.
 pub(crate) fn changed_approvals(
     run_id: &str,
-    before: &RunState,
+    before: &ApprovalMarks,
     after: &RunState,
     now: i64,
 ) -> Vec<ApprovalRow> {
     after
         .approvals()
         .filter(|approval| {
-            before.approval(&approval.id).is_none_or(|old| {
-                old.status != approval.status || old.decisions.len() != approval.decisions.len()
-            })
+            before
+                .0
+                .iter()
+                .find(|(id, ..)| *id == approval.id)
+                .is_none_or(|(_, status, decisions)| {
+                    *status != approval.status || *decisions != approval.decisions.len()
+                })
         })
         .map(|approval| approval_row(run_id, approval, Some(now)))
         .collect()

@@ -144,6 +144,12 @@ async fn a_destructive_call_suspends_and_runs_once_after_approval() {
     let outcome = other.resume(outcome.run_id()).await.unwrap();
     assert_eq!(answer(&outcome), "done");
     assert_eq!(kit.send.load(Ordering::SeqCst), 1);
+    // The first agent kept its fold of the run as it was waiting; the
+    // other finished the run since. Its fold is brought up to date first,
+    // so it runs nothing either.
+    let outcome = agent.resume(outcome.run_id()).await.unwrap();
+    assert_eq!(answer(&outcome), "done");
+    assert_eq!(kit.send.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -46,11 +46,13 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@each $make;
             append_and_load_round_trip,
+            load_since_gives_only_the_newer_events,
             wrong_expected_version_conflicts_and_writes_nothing,
             creating_an_existing_run_conflicts,
             empty_append_is_refused,
             concurrent_appends_at_one_version_exactly_one_wins,
             run_rows_are_upserted_and_listed_newest_first,
+            a_runs_creation_time_is_its_first_appends,
             approval_rows_are_upserted_filtered_and_paged,
             listings_default_to_50_rows,
             unknown_ids_are_not_found,
@@ -169,6 +171,37 @@ pub async fn append_and_load_round_trip(store: Arc<dyn Store>) {
         vec![run_row("run-2", 1), run_row("run-1", 5)],
         "the run rows are the last ones appended (both created at the same time: by id)"
     );
+}
+
+/// `load_since` gives the events after a version, numbered as in the
+/// whole log; none once the version is the log's; not found for an unknown
+/// run, whatever the version.
+pub async fn load_since_gives_only_the_newer_events(store: Arc<dyn Store>) {
+    let events = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+        requested("call-1", "appr-1", "bob@example.com"),
+    ];
+    assert_eq!(
+        ok(store.append(append("run-1", 0, events.clone())).await),
+        3
+    );
+    ok(store
+        .append(append("run-2", 0, vec![started("Other")]))
+        .await);
+    let whole = ok(store.load("run-1").await);
+    assert_eq!(ok(store.load_since("run-1", 0).await), whole);
+    let newer = ok(store.load_since("run-1", 1).await);
+    assert_eq!(newer, whole[1..], "the events after the first");
+    assert_eq!(
+        newer.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3],
+        "numbered as in the whole log"
+    );
+    assert_eq!(ok(store.load_since("run-1", 3).await), Vec::new());
+    assert_eq!(ok(store.load_since("run-1", 7).await), Vec::new());
+    assert_not_found(store.load_since("nope", 0).await, "run", "nope");
+    assert_not_found(store.load_since("nope", 2).await, "run", "nope");
 }
 
 /// An append computed from another version than the log's fails with the
@@ -356,6 +389,34 @@ pub async fn run_rows_are_upserted_and_listed_newest_first(store: Arc<dyn Store>
         ids(ok(store.runs(&query(&["completed", "failed"], 1)).await)),
         ["r4"]
     );
+}
+
+/// A run's creation time is its first append's: a later append whose row
+/// gives another one changes the row's other columns, not that, nor the
+/// times of the run's events.
+pub async fn a_runs_creation_time_is_its_first_appends(store: Arc<dyn Store>) {
+    ok(store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await);
+    let first = ok(store.load("run-1").await);
+    let mut later = append("run-1", 1, vec![run_completed()]);
+    later.run.created_at = 5_000;
+    later.run.updated_at = 7_000;
+    later.run.status = "completed".to_owned();
+    ok(store.append(later).await);
+    let rows = ok(store.runs(&RunQuery::default()).await);
+    assert_eq!(
+        (
+            rows[0].created_at,
+            rows[0].updated_at,
+            rows[0].status.as_str()
+        ),
+        (1_000, 7_000, "completed"),
+        "created at the first append's time, updated by the later one: {rows:?}"
+    );
+    let loaded = ok(store.load("run-1").await);
+    assert_eq!(loaded[0].at, first[0].at, "the first event keeps its time");
+    assert!(loaded[1].at >= first[0].at, "{loaded:?}");
 }
 
 /// Approval rows are upserted by appends and listed newest first, filtered

@@ -567,6 +567,9 @@ async fn event_times_survive_a_run_row_with_another_creation_time() {
     assert_eq!(loaded[0].at, before[0].at);
     assert_eq!(loaded[1].at, after[1].at);
     let runs = store.runs(&Default::default()).await.unwrap();
-    assert_eq!(runs[0].created_at, -5_000_000_000_000);
+    assert_eq!(
+        runs[0].created_at, 1_000,
+        "a run's creation time is its first append's"
+    );
     assert_eq!(runs[0].updated_at, i64::MAX);
 }

@@ -391,8 +391,8 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (id) DO UPDATE SET
                      status = excluded.status, thread = excluded.thread,
-                     prompt = excluded.prompt, created_at = excluded.created_at,
-                     updated_at = excluded.updated_at, version = excluded.version",
+                     prompt = excluded.prompt, updated_at = excluded.updated_at,
+                     version = excluded.version",
             )
             .await
             .map_err(sql)?;

@@ -98,7 +98,11 @@ fn pack(json: &str) -> Vec<u8> {
     let mut packed = Vec::with_capacity(text.len());
     let mut at = 0;
     while at < text.len() {
-        if let Some(bytes) = text.get(at..at + 36).and_then(uuid) {
+        // Both packed forms start with a hex digit; most bytes are not one.
+        if hex_digit(text[at]).is_none() {
+            packed.push(text[at]);
+            at += 1;
+        } else if let Some(bytes) = text.get(at..at + 36).and_then(uuid) {
             packed.push(UUID);
             packed.extend_from_slice(&bytes);
             at += 36;
@@ -251,26 +255,30 @@ impl Prepared {
 /// `json`, the JSON text of `event`, prepared for storing: split from its
 /// shared tail if it has one, whole otherwise.
 pub(crate) fn prepare(event: &Event, json: &str) -> std::io::Result<Prepared> {
-    if let Some(start) = shared_tail(event, json) {
-        let text = json[start..].to_owned();
+    if let Some((start, part)) = shared_tail(event, json) {
         let mut frame = Vec::new();
         compress(&pack(&json[..start]), &mut frame)?;
-        return Ok(Prepared::Split {
-            frame,
-            part: Part {
-                hash: Sha256::digest(text.as_bytes()).into(),
-                text,
-            },
-        });
+        return Ok(Prepared::Split { frame, part });
     }
     encode(json).map(Prepared::Whole)
 }
 
+/// How many tools' shared tails each thread keeps.
+const KEPT_TAILS: usize = 8;
+
+thread_local! {
+    /// The description and schema of the tools whose approval requests
+    /// were prepared last on this thread, with their tails, most recent
+    /// first.
+    static TAILS: RefCell<Vec<(String, serde_json::Value, Option<Part>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 /// Where the tail of `json` (`event` as JSON) that many bodies share
-/// starts: for an approval request, its tool's description and schema,
-/// which serde writes last. `None` when the body does not end as expected,
-/// or the tail is too short to be worth sharing.
-pub(crate) fn shared_tail(event: &Event, json: &str) -> Option<usize> {
+/// starts, and that tail: for an approval request, its tool's description
+/// and schema, which serde writes last. `None` when the body does not end
+/// as expected, or the tail is too short to be worth sharing.
+pub(crate) fn shared_tail(event: &Event, json: &str) -> Option<(usize, Part)> {
     let Event::ApprovalRequested {
         description,
         schema,
@@ -279,15 +287,40 @@ pub(crate) fn shared_tail(event: &Event, json: &str) -> Option<usize> {
     else {
         return None;
     };
+    // The tail, and its hash, are the same for every call of a tool: made
+    // once for the tools seen last.
+    let part = TAILS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        match kept
+            .iter()
+            .position(|(d, s, _)| d == description && s == schema)
+        {
+            Some(at) => kept[..=at].rotate_right(1),
+            None => {
+                kept.truncate(KEPT_TAILS - 1);
+                let part = tail(description, schema).map(|text| Part {
+                    hash: Sha256::digest(text.as_bytes()).into(),
+                    text,
+                });
+                kept.insert(0, (description.clone(), schema.clone(), part));
+            }
+        }
+        kept[0].2.clone()
+    })?;
+    (part.text.len() >= MIN_PART && json.len() > part.text.len() && json.ends_with(&part.text))
+        .then(|| (json.len() - part.text.len(), part))
+}
+
+/// The text that the JSON of an approval request for a tool with
+/// `description` and `schema` ends with.
+fn tail(description: &str, schema: &serde_json::Value) -> Option<String> {
     let schema = serde_json::to_string(schema).ok()?;
-    let tail = if description.is_empty() {
+    Some(if description.is_empty() {
         format!(",\"schema\":{schema}}}")
     } else {
         let description = serde_json::to_string(description).ok()?;
         format!(",\"description\":{description},\"schema\":{schema}}}")
-    };
-    (tail.len() >= MIN_PART && json.len() > tail.len() && json.ends_with(&tail))
-        .then(|| json.len() - tail.len())
+    })
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -462,6 +495,8 @@ mod tests {
                 panic!("the schema should be kept apart");
             };
             assert!(json.ends_with(&part.text));
+            let hash: [u8; 32] = Sha256::digest(part.text.as_bytes()).into();
+            assert_eq!(part.hash, hash, "a part's key is the hash of its text");
             assert!(part.text.starts_with(if description.is_empty() {
                 ",\"schema\":"
             } else {

@@ -139,7 +139,7 @@ impl SqliteStore {
     /// batch's transaction.
     async fn plain<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        write: impl Fn(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let boxed: writer::PlainWrite =
             Box::new(move |conn| write(conn).map(|value| Box::new(value) as Box<dyn Any + Send>));
@@ -181,7 +181,14 @@ impl Store for SqliteStore {
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers
-            .run(move |conn| read::load(conn, &run_id))
+            .run(move |conn| read::load(conn, &run_id, 0))
+            .await
+    }
+
+    async fn load_since(&self, run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers
+            .run(move |conn| read::load(conn, &run_id, after))
             .await
     }
 

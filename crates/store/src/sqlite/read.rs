@@ -157,22 +157,28 @@ fn placeholders(n: usize) -> String {
 }
 
 /// A run's log, oldest first.
-pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+pub(crate) fn load(
+    conn: &Connection,
+    run_id: &str,
+    after: u64,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let what = || format!("cannot load run {run_id}");
+    let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
+    let key = codes::id_value(run_id);
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    // The run's events after `after`: a seek in `events_by_run`.
     let mut statement = conn
         .prepare_cached(
             "SELECT e.run_seq, e.at, e.body, r.created_at FROM runs r
              JOIN events e ON e.run = r.rid
-             WHERE r.id = ?1
+             WHERE r.id = ?1 AND e.run_seq > ?2
              ORDER BY e.run_seq",
         )
-        .map_err(|error| sqlite_failed(what(), &error))?;
-    let mut rows = statement
-        .query([codes::id_value(run_id)])
-        .map_err(|error| sqlite_failed(what(), &error))?;
+        .map_err(sql)?;
+    let mut rows = statement.query(params![key, after]).map_err(sql)?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
-        let expected = events.len() as u64 + 1;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let expected = after as u64 + events.len() as u64 + 1;
         let entry = || format!("event {expected} of run {run_id}");
         let seq = count(get(row, 0, &entry)?, &entry)?;
         if seq != expected {
@@ -190,10 +196,18 @@ pub(crate) fn load(conn: &Connection, run_id: &str) -> Result<Vec<StoredEvent>, 
         });
     }
     if events.is_empty() {
-        return Err(StoreError::NotFound {
-            what: "run",
-            id: run_id.to_owned(),
-        });
+        // Nothing new, or no such run.
+        let exists = after > 0
+            && conn
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                .and_then(|mut statement| statement.exists([&key]))
+                .map_err(sql)?;
+        if !exists {
+            return Err(StoreError::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            });
+        }
     }
     Ok(events)
 }

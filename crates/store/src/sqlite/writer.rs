@@ -4,9 +4,12 @@
 //! A commit at full durability waits for the disk to sync, which takes far
 //! longer than writing a few rows. So the writer takes the first request,
 //! drains whatever else is already queued (up to [`MAX_BATCH`]), runs them
-//! all in one transaction, each in its own savepoint so that a conflict or
-//! an error undoes only that request, commits once, and only then replies
-//! to each. Many concurrent appends thus share one sync.
+//! all in one transaction, commits once, and only then replies to each.
+//! Many concurrent appends thus share one sync. A conflict is found before
+//! a request writes anything, so requests run without savepoints; should
+//! one fail after writing, the transaction is rolled back and the batch
+//! runs again with each request in its own savepoint, so that the error
+//! undoes only that request.
 //!
 //! The writer keeps the audit log's head (the last entry's sequence number
 //! and hash) in memory, and advances it only for requests whose savepoint
@@ -51,14 +54,16 @@ pub(crate) enum Request {
     UseGrant(String, Reply<bool>),
     /// [`toolgate_core::store::Store::revoke_grant`].
     RevokeGrant(Revoke, Reply<bool>),
-    /// A write outside the audit log (API tokens), in its own savepoint.
+    /// A write outside the audit log (tokens, run leases), in its own
+    /// savepoint when the batch has them.
     Plain(PlainWrite, Reply<Box<dyn Any + Send>>),
 }
 
-/// A write that adds no audit entry (tokens, run leases: see
-/// `super::tokens`), answering with a value of its own type.
+/// A write that adds no audit entry (see `super::tokens` and
+/// `super::leases`), answering with a value of its own type. It may run
+/// twice: a batch that must be isolated runs again with savepoints.
 pub(crate) type PlainWrite =
-    Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+    Box<dyn Fn(&Connection) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
 
 /// A grant to revoke.
 pub(crate) struct Revoke {
@@ -73,12 +78,14 @@ pub(crate) struct PreparedAppend {
     expected_version: u64,
     /// The run's row; its id is the append's run.
     run: RunRow,
+    /// The run's id as stored (see [`codes::id_value`]).
+    run_key: Value,
     /// Each event's kind, JSON text (which is hashed) and body as it will
     /// be stored.
     events: Vec<(&'static str, String, body::Prepared)>,
     /// Each approval row, with its arguments and approvers (`None` for
-    /// anyone) as JSON text, and its fingerprint as stored.
-    approvals: Vec<(ApprovalRow, String, Option<String>, Value)>,
+    /// anyone) as JSON text, and its id and fingerprint as stored.
+    approvals: Vec<(ApprovalRow, String, Option<String>, Value, Value)>,
     /// Each grant, with its scope as JSON text.
     grants: Vec<(Grant, String)>,
     /// The creator's lease, for an append that creates the run.
@@ -108,17 +115,19 @@ impl PreparedAppend {
             .approvals
             .into_iter()
             .map(|(row, args, approvers)| {
+                let key = codes::id_value(&row.id);
                 let fingerprint = codes::fingerprint_value(row.fingerprint.as_str());
-                (row, args, approvers, fingerprint)
+                (row, args, approvers, key, fingerprint)
             })
             .collect();
         Ok(PreparedAppend {
             expected_version: json.expected_version,
+            run_key: codes::id_value(&json.run.id),
             run: json.run,
-            lease: json.lease,
             events,
             approvals,
             grants: json.grants,
+            lease: json.lease,
         })
     }
 }
@@ -152,46 +161,74 @@ struct Writer {
 }
 
 /// What a request came to, kept until the transaction's fate is known.
-enum Done {
-    Version(Reply<u64>, Result<u64, StoreError>),
-    Flag(Reply<bool>, Result<bool, StoreError>),
-    Value(
-        Reply<Box<dyn Any + Send>>,
-        Result<Box<dyn Any + Send>, StoreError>,
-    ),
+enum Outcome {
+    Version(Result<u64, StoreError>),
+    Flag(Result<bool, StoreError>),
+    Value(Result<Box<dyn Any + Send>, StoreError>),
 }
 
-impl Done {
-    /// The same request, failed because its transaction did not commit.
-    fn failed(self, why: &str) -> Done {
-        match self {
-            Done::Version(reply, _) => Done::Version(reply, Err(failure(why))),
-            Done::Flag(reply, _) => Done::Flag(reply, Err(failure(why))),
-            Done::Value(reply, _) => Done::Value(reply, Err(failure(why))),
-        }
+impl Outcome {
+    fn is_err(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Version(Err(_)) | Outcome::Flag(Err(_)) | Outcome::Value(Err(_))
+        )
     }
 
-    fn send(self) {
-        // A caller that stopped waiting (its future was dropped) needs no
-        // answer; what was committed stays committed.
-        match self {
-            Done::Version(reply, result) => drop(reply.send(result)),
-            Done::Flag(reply, result) => drop(reply.send(result)),
-            Done::Value(reply, result) => drop(reply.send(result)),
-        }
+    /// True when the request failed in a way that may have left some of
+    /// its writes behind: without a savepoint, only the whole transaction
+    /// can undo them.
+    fn may_have_written(&self) -> bool {
+        let error = match self {
+            Outcome::Version(Err(error)) => error,
+            Outcome::Flag(Err(error)) => error,
+            Outcome::Value(Err(error)) => error,
+            _ => return false,
+        };
+        // Both are found before a request writes anything.
+        !matches!(
+            error,
+            StoreError::Conflict { .. } | StoreError::NotFound { .. }
+        )
     }
 }
 
 impl Request {
-    fn failed(self, why: &str) -> Done {
-        match self {
-            Request::Append(_, reply) => Done::Version(reply, Err(failure(why))),
-            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
-                Done::Flag(reply, Err(failure(why)))
-            }
-            Request::Plain(_, reply) => Done::Value(reply, Err(failure(why))),
+    /// Sends `outcome`, the answer to this request.
+    fn answer(self, outcome: Outcome) {
+        // A caller that stopped waiting (its future was dropped) needs no
+        // answer; what was committed stays committed.
+        match (self, outcome) {
+            (Request::Append(_, reply), Outcome::Version(result)) => drop(reply.send(result)),
+            (
+                Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply),
+                Outcome::Flag(result),
+            ) => drop(reply.send(result)),
+            (Request::Plain(_, reply), Outcome::Value(result)) => drop(reply.send(result)),
+            (request, _) => request.fail("the store's writer mixed up its answers"),
         }
     }
+
+    /// Answers this request with a failure: its transaction did not commit.
+    fn fail(self, why: &str) {
+        match self {
+            Request::Append(_, reply) => drop(reply.send(Err(failure(why)))),
+            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
+                drop(reply.send(Err(failure(why))))
+            }
+            Request::Plain(_, reply) => drop(reply.send(Err(failure(why)))),
+        }
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum Abandoned {
+    /// The transaction is lost: every request of the batch fails.
+    Lost(String),
+    /// A request failed after writing, without a savepoint to undo only
+    /// it; the transaction was rolled back, and the batch must run again
+    /// with savepoints.
+    NeedsSavepoints,
 }
 
 fn failure(why: &str) -> StoreError {
@@ -205,6 +242,9 @@ pub(crate) fn spawn(
     counters: Arc<Counters>,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>), StoreError> {
     let Opened { conn, signer } = opened;
+    // Every statement the writer runs stays prepared, those of the
+    // transaction and savepoints included.
+    conn.set_prepared_statement_cache_capacity(32);
     let head = read_head(&conn, path)?;
     let data_version = data_version(&conn).map_err(|error| {
         sqlite_failed(format!("cannot open the store {}", path.display()), &error)
@@ -243,53 +283,92 @@ impl Writer {
 
     /// Runs a batch in one transaction and answers each request once the
     /// transaction's fate is known.
+    ///
+    /// Requests almost never fail after they have written (a conflict is
+    /// found before anything is written), so the batch first runs without
+    /// savepoints, which cost a statement each and a copy of every page a
+    /// request touches. If one does fail after writing, the transaction is
+    /// rolled back and the batch runs again, each request in its own
+    /// savepoint, so that only that request is undone.
     fn commit(&mut self, batch: &mut Vec<Request>) {
         let size = batch.len() as u64;
         self.counters.requests.fetch_add(size, Ordering::Relaxed);
         self.counters.largest.fetch_max(size, Ordering::Relaxed);
-        if let Err(why) = self.begin() {
-            for request in batch.drain(..) {
-                request.failed(&why).send();
-            }
-            return;
-        }
         let now = toolgate_core::time::to_millis(SystemTime::now());
+        let result = match self.transaction(batch, now, false) {
+            Err(Abandoned::NeedsSavepoints) => self.transaction(batch, now, true),
+            other => other,
+        };
+        match result {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    request.answer(outcome);
+                }
+            }
+            Err(Abandoned::Lost(why)) => batch.drain(..).for_each(|r| r.fail(&why)),
+            Err(Abandoned::NeedsSavepoints) => batch
+                .drain(..)
+                .for_each(|r| r.fail("the store's writer could not isolate a failed write")),
+        }
+    }
+
+    /// Runs every request of `batch` in one transaction and commits it;
+    /// with `savepoints`, each request in its own.
+    fn transaction(
+        &mut self,
+        batch: &[Request],
+        now: i64,
+        savepoints: bool,
+    ) -> Result<Vec<Outcome>, Abandoned> {
+        self.begin().map_err(Abandoned::Lost)?;
         let mut head = self.head;
         // Set when the transaction as a whole is lost: every request of
         // the batch then fails, whatever it came to on its own.
         let mut lost: Option<String> = None;
-        let mut done = Vec::with_capacity(batch.len());
-        for request in batch.drain(..) {
-            if let Some(why) = &lost {
-                done.push(request.failed(why));
-                continue;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            let changes = self.conn.total_changes();
+            let outcome = match request {
+                Request::Append(append, _) => Outcome::Version(self.request(
+                    savepoints,
+                    &mut head,
+                    &mut lost,
+                    |conn, signer, head| append_events(conn, signer, head, append, now),
+                )),
+                Request::UseGrant(id, _) => Outcome::Flag(self.request(
+                    savepoints,
+                    &mut head,
+                    &mut lost,
+                    |conn, _, _| use_grant(conn, id),
+                )),
+                Request::RevokeGrant(revoke, _) => Outcome::Flag(self.request(
+                    savepoints,
+                    &mut head,
+                    &mut lost,
+                    |conn, signer, head| revoke_grant(conn, signer, head, revoke, now),
+                )),
+                Request::Plain(write, _) => {
+                    Outcome::Value(
+                        self.request(savepoints, &mut head, &mut lost, |conn, _, _| write(conn)),
+                    )
+                }
+            };
+            // The counter of rows changed is a second witness that a failed
+            // request wrote nothing.
+            if !savepoints
+                && (outcome.may_have_written()
+                    || (outcome.is_err() && self.conn.total_changes() != changes))
+            {
+                self.rollback();
+                return Err(Abandoned::NeedsSavepoints);
             }
-            done.push(match request {
-                Request::Append(append, reply) => {
-                    let result = self.in_savepoint(&mut head, &mut lost, |conn, signer, head| {
-                        append_events(conn, signer, head, &append, now)
-                    });
-                    Done::Version(reply, result)
-                }
-                Request::UseGrant(id, reply) => {
-                    let result =
-                        self.in_savepoint(&mut head, &mut lost, |conn, _, _| use_grant(conn, &id));
-                    Done::Flag(reply, result)
-                }
-                Request::RevokeGrant(revoke, reply) => {
-                    let result = self.in_savepoint(&mut head, &mut lost, |conn, signer, head| {
-                        revoke_grant(conn, signer, head, &revoke, now)
-                    });
-                    Done::Flag(reply, result)
-                }
-                Request::Plain(write, reply) => {
-                    let result = self.in_savepoint(&mut head, &mut lost, |conn, _, _| write(conn));
-                    Done::Value(reply, result)
-                }
-            });
+            outcomes.push(outcome);
+            if lost.is_some() {
+                break;
+            }
         }
         if lost.is_none()
-            && let Err(error) = self.conn.execute_batch("COMMIT")
+            && let Err(error) = self.statement("COMMIT")
         {
             lost = Some(format!(
                 "cannot write to the store {}: {}",
@@ -301,20 +380,28 @@ impl Writer {
             None => {
                 self.head = head;
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
-                done.into_iter().for_each(Done::send);
+                Ok(outcomes)
             }
             Some(why) => {
-                if !self.conn.is_autocommit() {
-                    // Nothing of the batch may stay; if even the rollback
-                    // fails, SQLite undoes the transaction when the
-                    // connection next starts one.
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-                for outcome in done {
-                    outcome.failed(&why).send();
-                }
+                self.rollback();
+                Err(Abandoned::Lost(why))
             }
         }
+    }
+
+    /// Undoes the transaction, if SQLite has not already.
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            // Nothing of the batch may stay; if even the rollback fails,
+            // SQLite undoes the transaction when the connection next
+            // starts one.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Runs a statement without parameters or rows, kept prepared.
+    fn statement(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     /// Starts the batch's transaction, taking the write lock now (a
@@ -322,8 +409,7 @@ impl Writer {
     /// reads the audit head again if another process committed meanwhile.
     fn begin(&mut self) -> Result<(), String> {
         let what = || format!("cannot write to the store {}", self.path.display());
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+        self.statement("BEGIN IMMEDIATE")
             .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))?;
         let head = data_version(&self.conn)
             .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))
@@ -342,27 +428,36 @@ impl Writer {
                 Ok(())
             }
             Err(why) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                self.rollback();
                 Err(why)
             }
         }
     }
 
-    /// Runs one request in its own savepoint: on success its changes and
-    /// audit entries join the batch, on failure they are undone and the
-    /// batch goes on without them.
-    fn in_savepoint<T>(
+    /// Runs one request, in its own savepoint if `savepoint`: on success
+    /// its changes and audit entries join the batch; on failure, in a
+    /// savepoint, they are undone and the batch goes on without them.
+    fn request<T>(
         &mut self,
+        savepoint: bool,
         head: &mut Head,
         lost: &mut Option<String>,
         work: impl FnOnce(&Connection, &Signer32, &mut Head) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        if let Err(error) = self.conn.execute_batch("SAVEPOINT request") {
+        if !savepoint {
+            let mut next = *head;
+            let result = work(&self.conn, &self.signer, &mut next);
+            if result.is_ok() {
+                *head = next;
+            }
+            return result;
+        }
+        if let Err(error) = self.statement("SAVEPOINT request") {
             return Err(self.lose(lost, &error));
         }
         let mut next = *head;
         match work(&self.conn, &self.signer, &mut next) {
-            Ok(value) => match self.conn.execute_batch("RELEASE request") {
+            Ok(value) => match self.statement("RELEASE request") {
                 Ok(()) => {
                     *head = next;
                     Ok(value)
@@ -402,7 +497,8 @@ impl Writer {
 }
 
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "data_version", |row| row.get(0))
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))
 }
 
 /// The audit log's last entry; all zeros before the first.
@@ -480,6 +576,17 @@ fn insert_entry(
     Ok(())
 }
 
+/// A run's row as the writer finds it before an append.
+struct StoredRun {
+    rid: i64,
+    created_at: i64,
+    status: Value,
+    thread: Option<String>,
+    prompt: String,
+    /// The length of its log.
+    version: i64,
+}
+
 /// [`toolgate_core::store::Store::append`], inside the batch's transaction.
 fn append_events(
     conn: &Connection,
@@ -492,26 +599,31 @@ fn append_events(
     let what = || format!("cannot append to run {}", run.id);
     let sql = |error: rusqlite::Error| sqlite_failed(what(), &error);
     // The log's length is its last event's place in it: one index lookup.
-    // The run's creation time is what its events' times are stored from.
-    let (created_at, actual): (Option<i64>, i64) = conn
+    // The run's creation time is what its events' times are stored from;
+    // its row as it stands tells what the update changes.
+    let stored: Option<StoredRun> = conn
         .prepare_cached(
-            "SELECT r.created_at,
+            "SELECT r.rid, r.created_at, r.status, r.thread, r.prompt,
                     (SELECT e.run_seq FROM events e WHERE e.run = r.rid
                      ORDER BY e.run_seq DESC LIMIT 1)
              FROM runs r WHERE r.id = ?1",
         )
         .and_then(|mut statement| {
             statement
-                .query_row([codes::id_value(&run.id)], |row| {
-                    Ok((row.get(0)?, row.get::<_, Option<i64>>(1)?))
+                .query_row([&append.run_key], |row| {
+                    Ok(StoredRun {
+                        rid: row.get(0)?,
+                        created_at: row.get(1)?,
+                        status: row.get(2)?,
+                        thread: row.get(3)?,
+                        prompt: row.get(4)?,
+                        version: row.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                    })
                 })
                 .optional()
         })
-        .map_err(sql)?
-        .map_or((None, 0), |(created_at, seq)| {
-            (Some(created_at), seq.unwrap_or(0))
-        });
-    let actual = actual as u64;
+        .map_err(sql)?;
+    let actual = stored.as_ref().map_or(0, |stored| stored.version as u64);
     if actual != append.expected_version {
         return Err(StoreError::Conflict {
             run_id: run.id.clone(),
@@ -519,39 +631,67 @@ fn append_events(
             actual,
         });
     }
-    let rid: i64 = conn
-        .prepare_cached(
-            "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
-                 lease_owner, lease_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (id) DO UPDATE SET
-                 status = excluded.status, thread = excluded.thread,
-                 prompt = excluded.prompt, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, version = excluded.version
-             RETURNING rid",
-        )
-        .and_then(|mut statement| {
-            statement.query_row(
-                params![
-                    codes::id_value(&run.id),
-                    codes::run_status_value(&run.status),
+    // A run's creation time is its first append's: the times of its
+    // events and its `updated_at` are stored from it.
+    let created_at = stored.as_ref().map_or(run.created_at, |s| s.created_at);
+    let status = codes::run_status_value(&run.status);
+    let updated_at = run.updated_at.wrapping_sub(created_at);
+    let rid = match stored {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
+                     lease_owner, lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    append.run_key,
+                    status,
                     run.thread,
                     run.prompt,
                     run.created_at,
-                    run.updated_at.wrapping_sub(run.created_at),
+                    updated_at,
                     run.version as i64,
                     append.lease.as_ref().map(|(owner, _)| owner),
                     append.lease.as_ref().map(|(_, until)| until),
-                ],
-                |row| row.get(0),
+                ])
+            })
+            .map(|_| conn.last_insert_rowid())
+            .map_err(sql)?,
+        // Most appends change only the version and the time: an update of
+        // those two leaves the status index alone.
+        Some(stored)
+            if stored.status == status
+                && stored.thread == run.thread
+                && stored.prompt == run.prompt =>
+        {
+            conn.prepare_cached("UPDATE runs SET updated_at = ?2, version = ?3 WHERE rid = ?1")
+                .and_then(|mut statement| {
+                    statement.execute(params![stored.rid, updated_at, run.version as i64])
+                })
+                .map_err(sql)?;
+            stored.rid
+        }
+        Some(stored) => {
+            conn.prepare_cached(
+                "UPDATE runs SET status = ?2, thread = ?3, prompt = ?4, updated_at = ?5,
+                     version = ?6
+                 WHERE rid = ?1",
             )
-        })
-        .map_err(sql)?;
-    if let Some(old) = created_at
-        && old != run.created_at
-    {
-        rebase(conn, rid, old, run.created_at).map_err(sql)?;
-    }
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    stored.rid,
+                    status,
+                    run.thread,
+                    run.prompt,
+                    updated_at,
+                    run.version as i64,
+                ])
+            })
+            .map_err(sql)?;
+            stored.rid
+        }
+    };
     for (index, (kind, body, prepared)) in append.events.iter().enumerate() {
         let run_seq = append.expected_version + index as u64 + 1;
         let stored = prepared
@@ -561,14 +701,14 @@ fn append_events(
             conn,
             signer,
             head,
-            Some((&run.id, rid, run_seq, run.created_at)),
+            Some((&run.id, rid, run_seq, created_at)),
             now,
             kind,
             (body, &stored),
         )
         .map_err(sql)?;
     }
-    for (row, args, approvers, fingerprint) in &append.approvals {
+    for (row, args, approvers, key, fingerprint) in &append.approvals {
         // The WHERE keeps an approval in the run it was made in: an id
         // that another run's approval has already is refused below.
         let changed = conn
@@ -587,7 +727,7 @@ fn append_events(
             )
             .and_then(|mut statement| {
                 statement.execute(params![
-                    codes::id_value(&row.id),
+                    key,
                     rid,
                     row.call_id,
                     row.tool,
@@ -633,21 +773,6 @@ fn append_events(
         .map_err(|error| sqlite_failed(format!("{}: grant {}", what(), grant.id), &error))?;
     }
     Ok(append.expected_version + append.events.len() as u64)
-}
-
-/// Stores the times of run `rid`'s events from its new creation time,
-/// `new`, instead of `old`. (Toolgate never changes a run's creation time;
-/// a store must still keep the times right if a caller does.)
-fn rebase(conn: &Connection, rid: i64, old: i64, new: i64) -> rusqlite::Result<()> {
-    let events: Vec<(i64, i64)> = conn
-        .prepare("SELECT seq, at FROM events WHERE run = ?1")?
-        .query_map([rid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut update = conn.prepare("UPDATE events SET at = ?2 WHERE seq = ?1")?;
-    for (seq, at) in events {
-        update.execute(params![seq, at.wrapping_add(old).wrapping_sub(new)])?;
-    }
-    Ok(())
 }
 
 /// The id of `part` in `parts`, added if it is not there yet.
