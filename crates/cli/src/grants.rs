@@ -115,15 +115,7 @@ pub(crate) fn grant_view(grant: &Grant, now: i64) -> GrantView {
 
 /// `live`, `revoked`, `used up` or `expired`.
 fn state(grant: &Grant, now: i64) -> &'static str {
-    if grant.revoked.is_some() {
-        "revoked"
-    } else if grant.is_live(now) {
-        "live"
-    } else if matches!(grant.scope, GrantScope::Uses { .. }) {
-        "used up"
-    } else {
-        "expired"
-    }
+    grant.state(now)
 }
 
 async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {

@@ -184,6 +184,20 @@ impl Grant {
         }
     }
 
+    /// Where the grant stands at `now`, in a word: `live` (it covers
+    /// calls), `revoked`, `used up` or `expired`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked.is_some() {
+            "revoked"
+        } else if self.is_live(now) {
+            "live"
+        } else if matches!(self.scope, GrantScope::Uses { .. }) {
+            "used up"
+        } else {
+            "expired"
+        }
+    }
+
     /// True when the grant covers this call at `now`. A condition that
     /// fails counts as no match: a grant never allows by mistake.
     pub fn covers(&self, input: &EvalInput<'_>, now: i64) -> bool {

@@ -354,15 +354,6 @@ impl GrantView {
             GrantScope::Until { until } => ("until", None, None, Some(format_millis(*until)), None),
             GrantScope::Uses { uses } => ("uses", None, None, None, Some(*uses)),
         };
-        let state = if grant.revoked.is_some() {
-            "revoked"
-        } else if grant.is_live(now) {
-            "live"
-        } else if matches!(grant.scope, GrantScope::Uses { .. }) {
-            "used up"
-        } else {
-            "expired"
-        };
         GrantView {
             id: grant.id.clone(),
             tool: grant.tool.clone(),
@@ -378,7 +369,7 @@ impl GrantView {
             approval_id: grant.approval_id.clone(),
             revoked_by: grant.revoked.as_ref().map(|r| r.by.clone()),
             revoked_at: grant.revoked.as_ref().map(|r| format_millis(r.at)),
-            state: state.to_owned(),
+            state: grant.state(now).to_owned(),
         }
     }
 }
