@@ -7,6 +7,7 @@
 mod body;
 mod codes;
 mod error;
+mod outbox;
 mod read;
 mod schema;
 mod tokens;
@@ -24,8 +25,8 @@ use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::Grant;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
-    Append, ApprovalQuery, ApprovalRow, RunQuery, RunRow, Store, StoreError, StoredEvent,
-    TokenRecord,
+    Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
+    DeliveryQuery, NewDelivery, RunQuery, RunRow, Store, StoreError, StoredEvent, TokenRecord,
 };
 
 use self::read::Readers;
@@ -129,6 +130,36 @@ impl SqliteStore {
         let requests = self.requests.as_ref().ok_or_else(stopped)?;
         requests.send(request(reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `write` in the writer's transaction, as a plain write, and
+    /// gives back what it returned. A plain write answers only a flag, so
+    /// the value comes back through a slot; it is read only once the
+    /// transaction committed.
+    async fn write_plain<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let filled = Arc::clone(&slot);
+        self.write(|reply| {
+            Request::Plain(
+                Box::new(move |conn| {
+                    let value = write(conn)?;
+                    *filled
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+                    Ok(true)
+                }),
+                reply,
+            )
+        })
+        .await?;
+        let value = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        value.ok_or_else(|| StoreError::Backend("the store's writer gave no answer".into()))
     }
 }
 
@@ -251,6 +282,49 @@ impl Store for SqliteStore {
             Request::Plain(Box::new(move |conn| tokens::revoke(conn, &id, at)), reply)
         })
         .await
+    }
+
+    async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {
+        let webhook = webhook.to_owned();
+        self.write_plain(move |conn| outbox::cursor(conn, &webhook, start))
+            .await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        through: u64,
+        deliveries: &[NewDelivery],
+    ) -> Result<usize, StoreError> {
+        let webhook = webhook.to_owned();
+        let deliveries = deliveries.to_vec();
+        self.write_plain(move |conn| outbox::enqueue(conn, &webhook, through, &deliveries))
+            .await
+    }
+
+    async fn claim_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        let claim = claim.clone();
+        self.write_plain(move |conn| outbox::claim(conn, &claim))
+            .await
+    }
+
+    async fn record_attempt(
+        &self,
+        id: &str,
+        claimer: &str,
+        attempt: &DeliveryAttempt,
+        next: DeliveryNext,
+    ) -> Result<bool, StoreError> {
+        let (id, claimer, attempt) = (id.to_owned(), claimer.to_owned(), attempt.clone());
+        self.write_plain(move |conn| outbox::record(conn, &id, &claimer, &attempt, next))
+            .await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let query = query.clone();
+        self.readers
+            .run(move |conn| outbox::list(conn, &query))
+            .await
     }
 }
 
