@@ -11,6 +11,7 @@ use toolgate_core::store::{Store, TokenRecord};
 use toolgate_engine::Clock;
 
 use crate::metrics::Metrics;
+use crate::webhooks::Webhook;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -29,6 +30,17 @@ pub struct ServerConfig {
     pub token_cache: Duration,
     /// How often approvals past their time are expired.
     pub expiry_sweep: Duration,
+    /// Where events are sent (`[[webhooks]]` in `toolgate.toml`); none by
+    /// default.
+    pub webhooks: Vec<Webhook>,
+    /// How often the webhook dispatcher looks at the store for other
+    /// processes' events and for retries that come due (this server's own
+    /// writes wake it at once).
+    pub webhook_poll: Duration,
+    /// How long a claimed delivery is this server's: after it, another
+    /// server takes it over (this one crashed mid-send, say). Longer than a
+    /// webhook's timeout.
+    pub webhook_lease: Duration,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +51,9 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(300),
             token_cache: Duration::from_secs(2),
             expiry_sweep: Duration::from_secs(1),
+            webhooks: Vec::new(),
+            webhook_poll: crate::webhooks::DEFAULT_POLL,
+            webhook_lease: crate::webhooks::DEFAULT_LEASE,
         }
     }
 }
@@ -50,6 +65,12 @@ impl ServerConfig {
             policy,
             ..ServerConfig::default()
         }
+    }
+
+    /// These settings, sending events to `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Vec<Webhook>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 
