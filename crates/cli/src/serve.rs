@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use toolgate_server::{Server, ServerConfig};
+use toolgate_server::{Server, ServerConfig, load_webhooks};
 
 use crate::context::StoreArgs;
 use crate::exit;
@@ -31,6 +31,10 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let policy = store_args.policy()?;
+    let webhooks = match store_args.config_text()? {
+        Some((text, file)) => load_webhooks(&text, &file, |name| std::env::var(name).ok())?,
+        None => Vec::new(),
+    };
     let store = store_args.open_or_create_store().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -42,9 +46,14 @@ pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Resu
         })?;
     let address = listener.local_addr().unwrap_or(args.listen);
     let rules = policy.rules().len();
-    let server = Server::new(store, ServerConfig::with_policy(policy));
+    let hooks = webhooks.len();
+    let server = Server::new(
+        store,
+        ServerConfig::with_policy(policy).with_webhooks(webhooks),
+    );
     eprintln!(
-        "toolgate serve: listening on http://{address} ({rules} policy rule(s)); Ctrl-C stops"
+        "toolgate serve: listening on http://{address} ({rules} policy rule(s), {hooks} \
+         webhook(s)); Ctrl-C stops"
     );
     server
         .serve(listener, shutdown_signal())
