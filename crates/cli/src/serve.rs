@@ -15,7 +15,8 @@ use crate::exit;
 /// Agents ask over HTTP before their tool calls run (POST /v1/approvals)
 /// and wait for the decision; people decide in the web inbox at / or over
 /// the API. The API is described at /v1/openapi.json. Requests need a
-/// token: `toolgate tokens create` makes them. Stops cleanly on Ctrl-C or
+/// token: `toolgate tokens create` makes them. Events are POSTed, signed,
+/// to the [[webhooks]] of toolgate.toml. Stops cleanly on Ctrl-C or
 /// SIGTERM, answering the requests in flight first.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
