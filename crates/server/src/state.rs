@@ -38,8 +38,8 @@ pub struct ServerConfig {
     /// writes wake it at once).
     pub webhook_poll: Duration,
     /// How long a claimed delivery is this server's: after it, another
-    /// server takes it over (this one crashed mid-send, say). Longer than a
-    /// webhook's timeout.
+    /// server takes it over (this one crashed mid-send, say). At least
+    /// twice the longest webhook timeout, whatever this says.
     pub webhook_lease: Duration,
 }
 

@@ -331,6 +331,19 @@ async fn events_arrive_signed_for_api_decisions_and_engine_runs() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = server.get("/v1/webhooks/deliveries", &alice).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"toolgate_webhook_attempts_total{outcome="delivered"} 6"#),
+        "{metrics}"
+    );
     assert_eq!(receiver.got().len(), 6, "nothing was sent twice");
     server.stop().await;
 }

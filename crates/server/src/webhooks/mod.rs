@@ -172,7 +172,19 @@ impl Dispatcher {
     /// claim was full (there may be more due).
     async fn send_due(&self) -> Result<bool, toolgate_core::store::StoreError> {
         let now = self.state.now();
-        let lease = i64::try_from(self.state.config.webhook_lease.as_millis()).unwrap_or(i64::MAX);
+        // A lease shorter than an attempt may take would let another
+        // server send the same attempt while this one still waits for its
+        // answer: it is at least twice the longest timeout.
+        let longest = self
+            .state
+            .config
+            .webhooks
+            .iter()
+            .map(|hook| hook.timeout)
+            .max()
+            .unwrap_or_default();
+        let lease = self.state.config.webhook_lease.max(longest * 2);
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let claim = DeliveryClaim {
             claimer: self.claimer.clone(),
             webhooks: self
@@ -198,6 +210,7 @@ impl Dispatcher {
             let client = self.clients.get(&hook.url)?;
             Some(async move {
                 let (attempt, next) = send::attempt(client, hook, &delivery, &self.state).await;
+                self.state.metrics.webhook_attempt(next);
                 // False: our lease ran out mid-send and another server took
                 // the delivery over; its attempt is the one that counts.
                 if let Err(error) = self

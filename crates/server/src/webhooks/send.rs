@@ -235,6 +235,29 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            retry_after(&headers("120"), now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(
+            retry_after(&headers(&later), now),
+            Some(Duration::from_secs(7))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(retry_after(&headers(&earlier), now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
     fn retryable_statuses() {
         for code in [408, 429, 500, 502, 503, 504] {
             assert!(retryable(StatusCode::from_u16(code).unwrap()), "{code}");
