@@ -100,13 +100,13 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        // One statement: the rows are locked (skipping rows another
-        // claimer has locked), leased and returned atomically.
+        // One statement: the due rows are locked (skipping rows another
+        // claimer has locked, rather than waiting for them), leased and
+        // returned. The CTE is evaluated once, so the LIMIT holds.
         let rows = client
             .query(
                 &format!(
-                    "UPDATE webhook_deliveries SET claimed_by = $1, lease_until = $2
-                     WHERE id IN (
+                    "WITH due AS (
                          SELECT id FROM webhook_deliveries
                          WHERE status = 'pending' AND next_attempt_at <= $3
                            AND (lease_until IS NULL OR lease_until <= $3)
@@ -114,7 +114,14 @@ impl PgStore {
                          ORDER BY next_attempt_at, audit_seq, id
                          LIMIT $5
                          FOR UPDATE SKIP LOCKED)
-                     RETURNING {COLUMNS}"
+                     UPDATE webhook_deliveries AS d SET claimed_by = $1, lease_until = $2
+                     FROM due WHERE d.id = due.id
+                     RETURNING {}",
+                    COLUMNS
+                        .split(", ")
+                        .map(|column| format!("d.{column}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 &[
                     &claim.claimer,
