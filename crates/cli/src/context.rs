@@ -86,6 +86,21 @@ impl StoreArgs {
         }
         load_policy(&path)
     }
+
+    /// The text of the configuration file and its name for messages:
+    /// `--config`, or `./toolgate.toml` when it exists, or none.
+    pub(crate) fn config_text(&self) -> anyhow::Result<Option<(String, String)>> {
+        let (path, required) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from("toolgate.toml"), false),
+        };
+        if !required && !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        Ok(Some((text, path.display().to_string())))
+    }
 }
 
 /// Where a store is.

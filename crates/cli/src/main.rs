@@ -11,6 +11,7 @@ mod runs;
 mod serve;
 mod table;
 mod tokens;
+mod webhooks;
 mod worker;
 
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     /// API tokens of the approval server: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// What the approval server sent to its webhooks.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args, &cli.store).await,
             Command::Worker(args) => worker::run(args, &cli.store).await,
             Command::Tokens(command) => tokens::run(command, &cli.store).await,
+            Command::Webhooks(command) => webhooks::run(command, &cli.store).await,
         }
     });
     match result {

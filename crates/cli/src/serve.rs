@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use toolgate_server::{Server, ServerConfig};
+use toolgate_server::{Server, ServerConfig, load_webhooks};
 
 use crate::context::StoreArgs;
 use crate::exit;
@@ -15,7 +15,8 @@ use crate::exit;
 /// Agents ask over HTTP before their tool calls run (POST /v1/approvals)
 /// and wait for the decision; people decide in the web inbox at / or over
 /// the API. The API is described at /v1/openapi.json. Requests need a
-/// token: `toolgate tokens create` makes them. Stops cleanly on Ctrl-C or
+/// token: `toolgate tokens create` makes them. Events are POSTed, signed,
+/// to the [[webhooks]] of toolgate.toml. Stops cleanly on Ctrl-C or
 /// SIGTERM, answering the requests in flight first.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -31,6 +32,10 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let policy = store_args.policy()?;
+    let webhooks = match store_args.config_text()? {
+        Some((text, file)) => load_webhooks(&text, &file, |name| std::env::var(name).ok())?,
+        None => Vec::new(),
+    };
     let store = store_args.open_or_create_store().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -42,9 +47,14 @@ pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Resu
         })?;
     let address = listener.local_addr().unwrap_or(args.listen);
     let rules = policy.rules().len();
-    let server = Server::new(store, ServerConfig::with_policy(policy));
+    let hooks = webhooks.len();
+    let server = Server::new(
+        store,
+        ServerConfig::with_policy(policy).with_webhooks(webhooks),
+    );
     eprintln!(
-        "toolgate serve: listening on http://{address} ({rules} policy rule(s)); Ctrl-C stops"
+        "toolgate serve: listening on http://{address} ({rules} policy rule(s), {hooks} \
+         webhook(s)); Ctrl-C stops"
     );
     server
         .serve(listener, shutdown_signal())

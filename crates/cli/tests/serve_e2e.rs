@@ -71,6 +71,11 @@ impl Env {
     /// Starts `toolgate serve` on a free loopback port; waits until it
     /// listens.
     fn serve(&self, policy: &str) -> Server {
+        self.serve_with(policy, &[])
+    }
+
+    /// [`Env::serve`] with these environment variables set.
+    fn serve_with(&self, policy: &str, vars: &[(&str, &str)]) -> Server {
         std::fs::write(self.dir.path().join("toolgate.toml"), policy).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -78,8 +83,9 @@ impl Env {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = self
-            .command(&["serve", "--listen", &listen])
+        let mut command = self.command(&["serve", "--listen", &listen]);
+        command.envs(vars.iter().copied());
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -608,4 +614,132 @@ fn workers_drive_decided_runs_and_take_over_from_a_killed_one() {
     drop(servers);
     let output = env.run(&["audit", "verify"]);
     assert!(output.status.success(), "{}", text(&output.stdout));
+}
+
+#[test]
+fn serve_refuses_bad_webhooks_saying_what_to_write() {
+    let env = Env::new();
+    let cases = [
+        (
+            "[[webhooks]]\nurl = \"localhost:9000/hook\"\nsecret_env = \"HOOK_SECRET\"\n",
+            "toolgate.toml: webhook 1: `url` \"localhost:9000/hook\" uses `localhost:`; \
+             webhooks are sent over http:// or https://",
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://example.com/hook\"\n",
+            "toolgate.toml: webhook 1 (https://example.com/hook): it has no secret; write \
+             secret_env = \"NAME\"",
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://example.com/hook\"\nsecret_env = \"NOT_SET\"\n",
+            "secret_env names the environment variable NOT_SET, which is not set",
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://example.com/hook\"\nsecret = \"s\"\n\
+             events = [\"approval.approved\"]\n",
+            "unknown event `approval.approved` in `events`; the events are approval.requested, \
+             approval.decided and run.completed",
+        ),
+    ];
+    for (config, expected) in cases {
+        std::fs::write(env.dir.path().join("toolgate.toml"), config).unwrap();
+        let output = env.run(&["serve", "--listen", "127.0.0.1:0"]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{config}\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{config}\n{stderr}\nshould say {expected:?}"
+        );
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}
+
+/// A receiver on a loopback port, on a thread of its own, that answers
+/// 200 and counts what it gets.
+fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { "ok" }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, count)
+}
+
+#[test]
+fn webhooks_deliveries_lists_what_serve_sent() {
+    let env = Env::new();
+    let output = env.run(&["webhooks", "deliveries", "--json"]);
+    assert!(
+        !output.status.success(),
+        "no store yet: {}",
+        text(&output.stdout)
+    );
+    let (url, count) = receiver();
+    let bot = env.token("bot", "agent");
+    let config = format!(
+        "[[webhooks]]\nurl = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval.requested\"]\n"
+    );
+    let server = env.serve_with(&config, &[("HOOK_SECRET", "s3cret")]);
+    let (status, _) = http(
+        "POST",
+        &format!("{}/v1/approvals", server.base),
+        &bot,
+        Some(json!({"tool": "send_email", "args": {"to": "sally@gmail.com"}})),
+    );
+    assert_eq!(status, 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let output = env.run(&["webhooks", "deliveries", "--json"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        if listed[0]["status"] == "delivered" {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let delivery = &listed[0];
+    assert_eq!(delivery["type"], "approval.requested");
+    assert_eq!(delivery["webhook"], url.as_str());
+    assert_eq!(delivery["attempts"][0]["status_code"], 200);
+    assert_eq!(delivery["payload"]["data"]["tool"], "send_email");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let output = env.run(&["webhooks", "deliveries"]);
+    let table = text(&output.stdout);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("TYPE") && header.contains("ATTEMPTS"),
+        "{table}"
+    );
+    assert!(
+        table.contains("approval.requested") && table.contains("delivered"),
+        "{table}"
+    );
+    let output = env.run(&["webhooks", "deliveries", "--status", "failed", "--json"]);
+    assert_eq!(text(&output.stdout).trim(), "[]");
+    let output = env.run(&["webhooks", "deliveries", "--status", "lost"]);
+    assert_eq!(output.status.code(), Some(2));
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest}");
 }

@@ -217,6 +217,144 @@ pub enum Lease {
     },
 }
 
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet delivered: waiting for its next attempt (or in one).
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up: the receiver refused it, or every attempt failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// `pending`, `delivered` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named `text`.
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A webhook delivery to put in the outbox: one event for one webhook.
+/// The server computes it (the event, its payload); the store only keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The delivery's id (what the receiver sees as `Toolgate-Webhook-Id`).
+    pub id: String,
+    /// What the event is about, unique per webhook
+    /// (`approval.decided:APPROVAL-ID`): a second delivery of the same key
+    /// to the same webhook is not kept, whoever computed it.
+    pub event_key: String,
+    /// The event's type (`approval.decided`, …).
+    pub event_type: String,
+    /// The audit entry the event was derived from.
+    pub audit_seq: u64,
+    /// The JSON body to send, exactly.
+    pub payload: String,
+    /// When it was made, and when it may first be sent (Unix milliseconds).
+    pub created_at: i64,
+}
+
+/// One attempt at sending a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// When it started (Unix milliseconds).
+    pub at: i64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// What went wrong, when something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A delivery in the outbox, with every attempt made so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The delivery's id.
+    pub id: String,
+    /// The webhook (its URL).
+    pub webhook: String,
+    /// What the event is about (see [`NewDelivery::event_key`]).
+    pub event_key: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The audit entry the event was derived from.
+    pub audit_seq: u64,
+    /// The JSON body.
+    pub payload: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// When it was made (Unix milliseconds).
+    pub created_at: i64,
+    /// When it may be attempted next (pending deliveries).
+    pub next_attempt_at: i64,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    /// It was delivered.
+    Delivered,
+    /// Try again at this time (Unix milliseconds).
+    RetryAt(i64),
+    /// Give up.
+    Failed,
+}
+
+/// Which deliveries a claimer takes, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryClaim {
+    /// Who claims (unique per process): only it may record the attempt.
+    pub claimer: String,
+    /// Only deliveries to these webhooks (the ones whose secret the
+    /// claimer knows).
+    pub webhooks: Vec<String>,
+    /// The time: deliveries due by now whose lease (if any) has run out.
+    pub now: i64,
+    /// Until when the claim holds; after it, another claimer may take the
+    /// delivery over (the claimer crashed, say).
+    pub lease_until: i64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryQuery {
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// At most this many, newest first; 0 means 50.
+    pub limit: usize,
+}
+
 /// Why a store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -375,4 +513,43 @@ pub trait Store: Send + Sync {
     /// Revokes a token at `at`; false when it was revoked already,
     /// [`StoreError::NotFound`] for an unknown id.
     async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// How far the audit log has been turned into deliveries for
+    /// `webhook`: the last audit entry looked at. A webhook the store has
+    /// not seen starts at `start` (so a new webhook gets what happens from
+    /// now on, not the whole history).
+    async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError>;
+
+    /// Puts deliveries for `webhook` in the outbox and moves its cursor to
+    /// `through` (never backwards), in one transaction. A delivery whose
+    /// `event_key` the webhook has already is not kept, so that servers
+    /// computing the same events at once make one delivery of each.
+    /// Returns how many were kept.
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        through: u64,
+        deliveries: &[NewDelivery],
+    ) -> Result<usize, StoreError>;
+
+    /// Claims pending deliveries that are due and not leased to another
+    /// claimer, oldest due first, leasing them to `claim.claimer` until
+    /// `claim.lease_until`. Two claimers never get the same delivery while
+    /// a lease holds.
+    async fn claim_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt at delivery `id` by `claimer` and what happens
+    /// next, and ends the lease. False (and nothing recorded) when the
+    /// claimer no longer holds the delivery: its lease ran out and another
+    /// claimer took it over, or it is no longer pending.
+    async fn record_attempt(
+        &self,
+        id: &str,
+        claimer: &str,
+        attempt: &DeliveryAttempt,
+        next: DeliveryNext,
+    ) -> Result<bool, StoreError>;
+
+    /// Deliveries, newest first, with their attempts.
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError>;
 }

@@ -87,6 +87,21 @@ impl ApprovalDetail {
         })
     }
 
+    /// The approval as it stood once `events`, the start of its run's log,
+    /// had happened: its row computed from their fold (decided at the last
+    /// event's time, if it is decided), not the row the store holds now.
+    /// Webhooks describe each event this way, whenever they are computed.
+    pub fn as_of(
+        run_id: &str,
+        approval_id: &str,
+        events: &[StoredEvent],
+    ) -> Option<ApprovalDetail> {
+        let state = RunState::fold(events.iter().map(|stored| &stored.event));
+        let approval = state.approval(approval_id)?;
+        let row = crate::rows::approval_row(run_id, approval, events.last().map(|e| e.at));
+        ApprovalDetail::of(row, events)
+    }
+
     /// Why the call did not run, for an approval that was rejected, expired
     /// or cancelled: what the model or agent was told.
     pub fn refusal(&self) -> Option<&str> {

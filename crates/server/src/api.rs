@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toolgate_core::grant::{GrantRequest, GrantSpec};
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{ApprovalQuery, StoreError};
+use toolgate_core::store::{ApprovalQuery, DeliveryQuery, DeliveryStatus, StoreError};
 use toolgate_core::{Fingerprint, Role, ToolHints};
 use toolgate_engine::{
     ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide_detailed,
@@ -24,7 +24,7 @@ use crate::problem::Problem;
 use crate::state::AppState;
 use crate::wire::{
     Approval, ApprovalDetailBody, ApprovalPage, CreateApproval, DecisionAnswer, DecisionBody,
-    DecisionKind, GrantBody, GrantList, GrantView, Me,
+    DecisionKind, DeliveryList, DeliveryView, GrantBody, GrantList, GrantView, Me,
 };
 
 /// The most approvals one page lists.
@@ -580,4 +580,58 @@ pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Resul
 )]
 pub(crate) async fn me(caller: Caller) -> axum::Json<Me> {
     axum::Json(Me::from(&caller.token))
+}
+
+/// Which webhook deliveries to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeliveryParams {
+    /// Only this status: `pending`, `delivered` or `failed`; all by
+    /// default.
+    status: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// List webhook deliveries, newest first, with every attempt: what was
+/// sent where, what the receiver answered, and what happens next.
+#[utoipa::path(
+    get, path = "/v1/webhooks/deliveries", tag = "webhooks",
+    params(DeliveryParams),
+    responses(
+        (status = 200, description = "The deliveries", body = DeliveryList),
+        (status = 400, description = "Unknown status", body = crate::problem::ProblemDocument),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "Only admins see deliveries", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn list_deliveries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Params(params): Params<DeliveryParams>,
+) -> Result<axum::Json<DeliveryList>, Problem> {
+    if caller.principal().role != Role::Admin {
+        return Err(Problem::forbidden(format!(
+            "{} is not an admin; only admins see webhook deliveries (their payloads hold every \
+             approval): use an admin's token",
+            caller.name()
+        )));
+    }
+    let status = match params.status.as_deref().map(str::trim) {
+        None | Some("" | "all") => None,
+        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "unknown status `{text}`; use pending, delivered or failed"
+            ))
+        })?),
+    };
+    let query = DeliveryQuery {
+        status,
+        limit: params.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+    };
+    let deliveries = state.store.deliveries(&query).await?;
+    Ok(axum::Json(DeliveryList {
+        deliveries: deliveries.iter().map(DeliveryView::from).collect(),
+    }))
 }

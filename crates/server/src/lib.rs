@@ -29,6 +29,7 @@ mod openapi;
 mod problem;
 mod state;
 mod tokens;
+mod webhooks;
 mod wire;
 
 use std::future::Future;
@@ -49,6 +50,10 @@ use utoipa::OpenApi;
 pub use problem::Problem;
 pub use state::ServerConfig;
 pub use tokens::{IssuedToken, TOKEN_PREFIX, issue_token, secret_hash};
+pub use webhooks::{
+    SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_ID_HEADER, Webhook, WebhookError, WebhookEvent,
+    load_webhooks, signature,
+};
 
 use crate::state::AppState;
 
@@ -84,6 +89,7 @@ impl Server {
             .route("/v1/grants/{id}", delete(api::revoke_grant))
             .route("/v1/events", get(events::events))
             .route("/v1/me", get(api::me))
+            .route("/v1/webhooks/deliveries", get(api::list_deliveries))
             .route("/v1/openapi.json", get(openapi_document))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
@@ -111,6 +117,15 @@ impl Server {
     ) -> std::io::Result<()> {
         let sweeper = tokio::spawn(sweep_expired(Arc::clone(&self.state)));
         let follower = tokio::spawn(follow_store(Arc::clone(&self.state)));
+        let dispatcher = if self.state.config.webhooks.is_empty() {
+            None
+        } else {
+            // Cursors are made before the first request is taken, so that
+            // events of the first requests are sent.
+            let mut dispatcher = webhooks::Dispatcher::new(Arc::clone(&self.state));
+            dispatcher.start().await;
+            Some(tokio::spawn(dispatcher.run()))
+        };
         let state = Arc::clone(&self.state);
         let router = self.router();
         let result = axum::serve(listener, router)
@@ -119,8 +134,28 @@ impl Server {
                 state.shutdown.send_replace(true);
             })
             .await;
+        // The server may have stopped for an error: stop the background
+        // tasks either way.
+        self.state.shutdown.send_replace(true);
         sweeper.abort();
         follower.abort();
+        if let Some(mut dispatcher) = dispatcher {
+            // Let sends in flight finish and be recorded (each is bounded
+            // by its webhook's timeout); a delivery cut off here is sent
+            // again once its lease runs out.
+            let limit = self
+                .state
+                .config
+                .webhooks
+                .iter()
+                .map(|hook| hook.timeout)
+                .max()
+                .unwrap_or_default()
+                + std::time::Duration::from_secs(2);
+            if tokio::time::timeout(limit, &mut dispatcher).await.is_err() {
+                dispatcher.abort();
+            }
+        }
         result
     }
 }

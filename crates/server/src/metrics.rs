@@ -1,5 +1,6 @@
 //! Prometheus metrics at `/metrics`: requests by route and status, how
-//! long approvals waited for their decision, and how many are pending.
+//! long approvals waited for their decision, how many are pending, and
+//! webhook attempts by outcome.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -26,12 +27,19 @@ struct RequestLabels {
     status: u16,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AttemptLabels {
+    /// `delivered`, `retry` or `failed`.
+    outcome: &'static str,
+}
+
 /// The server's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     decision_wait: Histogram,
     pending: Gauge<i64, AtomicI64>,
+    webhook_attempts: Family<AttemptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,11 +64,18 @@ impl Default for Metrics {
             "Approvals waiting for people, in the whole store",
             pending.clone(),
         );
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "toolgate_webhook_attempts",
+            "Webhook attempts this server made, by what came of them: delivered, retry or failed",
+            webhook_attempts.clone(),
+        );
         Metrics {
             registry,
             requests,
             decision_wait,
             pending,
+            webhook_attempts,
         }
     }
 }
@@ -71,6 +86,21 @@ impl Metrics {
     pub(crate) fn decided(&self, requested_at: i64, now: i64) {
         self.decision_wait
             .observe((now.saturating_sub(requested_at)).max(0) as f64 / 1000.0);
+    }
+}
+
+impl Metrics {
+    /// Notes a webhook attempt and what comes of it.
+    pub(crate) fn webhook_attempt(&self, next: toolgate_core::store::DeliveryNext) {
+        use toolgate_core::store::DeliveryNext;
+        let outcome = match next {
+            DeliveryNext::Delivered => "delivered",
+            DeliveryNext::RetryAt(_) => "retry",
+            DeliveryNext::Failed => "failed",
+        };
+        self.webhook_attempts
+            .get_or_create(&AttemptLabels { outcome })
+            .inc();
     }
 }
 

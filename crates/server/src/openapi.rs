@@ -24,6 +24,7 @@ use crate::{api, events, problem, wire};
         api::list_grants,
         api::revoke_grant,
         api::me,
+        api::list_deliveries,
         events::events,
     ),
     components(schemas(
@@ -42,6 +43,10 @@ use crate::{api, events, problem, wire};
         wire::GrantView,
         wire::GrantList,
         wire::Me,
+        wire::DeliveryState,
+        wire::AttemptView,
+        wire::DeliveryView,
+        wire::DeliveryList,
     )),
     modifiers(&BearerToken),
     tags(
@@ -49,6 +54,7 @@ use crate::{api, events, problem, wire};
         (name = "grants", description = "Standing approvals"),
         (name = "events", description = "The audit log as it grows"),
         (name = "tokens", description = "Who is calling"),
+        (name = "webhooks", description = "Events sent to webhooks, and how each delivery went"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -12,6 +12,7 @@ use toolgate_core::store::{Store, TokenRecord};
 use toolgate_engine::Clock;
 
 use crate::metrics::Metrics;
+use crate::webhooks::Webhook;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -30,6 +31,17 @@ pub struct ServerConfig {
     pub token_cache: Duration,
     /// How often approvals past their time are expired.
     pub expiry_sweep: Duration,
+    /// Where events are sent (`[[webhooks]]` in `toolgate.toml`); none by
+    /// default.
+    pub webhooks: Vec<Webhook>,
+    /// How often the webhook dispatcher looks at the store for other
+    /// processes' events and for retries that come due (this server's own
+    /// writes wake it at once).
+    pub webhook_poll: Duration,
+    /// How long a claimed delivery is this server's: after it, another
+    /// server takes it over (this one crashed mid-send, say). At least
+    /// twice the longest webhook timeout, whatever this says.
+    pub webhook_lease: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +52,9 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(300),
             token_cache: Duration::from_secs(2),
             expiry_sweep: Duration::from_secs(1),
+            webhooks: Vec::new(),
+            webhook_poll: crate::webhooks::DEFAULT_POLL,
+            webhook_lease: crate::webhooks::DEFAULT_LEASE,
         }
     }
 }
@@ -51,6 +66,12 @@ impl ServerConfig {
             policy,
             ..ServerConfig::default()
         }
+    }
+
+    /// These settings, sending events to `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Vec<Webhook>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 

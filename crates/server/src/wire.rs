@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use toolgate_core::grant::{Grant, GrantScope};
 use toolgate_core::run::{ApprovalStatus, Decision};
-use toolgate_core::store::{ApprovalRow, TokenRecord};
+use toolgate_core::store::{ApprovalRow, Delivery, DeliveryStatus, TokenRecord};
 use toolgate_core::time::format_millis;
 use toolgate_engine::ApprovalDetail;
 use utoipa::ToSchema;
@@ -421,4 +421,103 @@ impl From<&TokenRecord> for Me {
             token_id: token.id.clone(),
         }
     }
+}
+
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up: refused (a 4xx other than 408 and 429), or every attempt
+    /// failed.
+    Failed,
+}
+
+impl From<DeliveryStatus> for DeliveryState {
+    fn from(status: DeliveryStatus) -> DeliveryState {
+        match status {
+            DeliveryStatus::Pending => DeliveryState::Pending,
+            DeliveryStatus::Delivered => DeliveryState::Delivered,
+            DeliveryStatus::Failed => DeliveryState::Failed,
+        }
+    }
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct AttemptView {
+    /// Its number, from 1.
+    pub(crate) attempt: u32,
+    /// When it started (RFC 3339).
+    pub(crate) at: String,
+    /// How long it took, in milliseconds.
+    pub(crate) duration_ms: u64,
+    /// The receiver's HTTP status, if it answered.
+    pub(crate) status_code: Option<u16>,
+    /// What went wrong, if something did.
+    pub(crate) error: Option<String>,
+}
+
+/// A webhook delivery: one event for one receiver, and its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct DeliveryView {
+    /// The delivery's id (the `Toolgate-Webhook-Id` header and the
+    /// payload's `id`).
+    pub(crate) id: String,
+    /// The webhook's URL.
+    pub(crate) webhook: String,
+    /// `approval.requested`, `approval.decided` or `run.completed`.
+    #[serde(rename = "type")]
+    pub(crate) event_type: String,
+    /// Where it stands.
+    pub(crate) status: DeliveryState,
+    /// When it was made (RFC 3339).
+    pub(crate) created_at: String,
+    /// When it is attempted next, while pending (RFC 3339).
+    pub(crate) next_attempt_at: Option<String>,
+    /// The audit entry it was derived from.
+    pub(crate) audit_seq: u64,
+    /// The body sent.
+    #[schema(value_type = Object)]
+    pub(crate) payload: Value,
+    /// Every attempt, oldest first.
+    pub(crate) attempts: Vec<AttemptView>,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(delivery: &Delivery) -> DeliveryView {
+        DeliveryView {
+            id: delivery.id.clone(),
+            webhook: delivery.webhook.clone(),
+            event_type: delivery.event_type.clone(),
+            status: delivery.status.into(),
+            created_at: format_millis(delivery.created_at),
+            next_attempt_at: (delivery.status == DeliveryStatus::Pending)
+                .then(|| format_millis(delivery.next_attempt_at)),
+            audit_seq: delivery.audit_seq,
+            payload: serde_json::from_str(&delivery.payload)
+                .unwrap_or_else(|_| Value::String(delivery.payload.clone())),
+            attempts: delivery
+                .attempts
+                .iter()
+                .map(|attempt| AttemptView {
+                    attempt: attempt.attempt,
+                    at: format_millis(attempt.at),
+                    duration_ms: attempt.duration_ms,
+                    status_code: attempt.status_code,
+                    error: attempt.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Webhook deliveries, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct DeliveryList {
+    /// The deliveries.
+    pub(crate) deliveries: Vec<DeliveryView>,
 }

@@ -18,7 +18,10 @@ use tokio::sync::Barrier;
 use toolgate_core::audit::{AuditEntry, Verifier, is_signed_kind};
 use toolgate_core::grant::{Grant, GrantScope, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
-use toolgate_core::store::{ApprovalQuery, RunQuery, RunRow, Store, StoreError};
+use toolgate_core::store::{
+    ApprovalQuery, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext, DeliveryQuery,
+    DeliveryStatus, NewDelivery, RunQuery, RunRow, Store, StoreError,
+};
 
 use self::fixtures::*;
 
@@ -67,6 +70,9 @@ macro_rules! store_conformance_tests {
             due_approvals_are_the_pending_ones_past_their_time,
             leases_are_held_by_one_owner_until_they_lapse,
             ready_runs_are_claimed_once,
+            webhook_deliveries_are_queued_once_per_event,
+            webhook_deliveries_are_claimed_leased_and_recorded,
+            concurrent_claims_never_share_a_delivery,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -1070,6 +1076,304 @@ pub async fn audit_pages_oldest_first(store: Arc<dyn Store>) {
     assert_eq!(page(5, 2).await, Vec::<u64>::new());
     assert_eq!(page(0, 100).await, [1, 2, 3, 4, 5]);
     assert_eq!(page(3, 100).await, [4, 5]);
+}
+
+/// A webhook's cursor starts where it is first asked for and then only
+/// moves forward; a delivery is kept once per (webhook, event key), so
+/// that two servers queuing the same event make one delivery; listings are
+/// newest first and filter by status.
+pub async fn webhook_deliveries_are_queued_once_per_event(store: Arc<dyn Store>) {
+    let hook = "http://127.0.0.1:9/a";
+    assert_eq!(
+        ok(store.webhook_cursor(hook, 5).await),
+        5,
+        "a new cursor starts at `start`"
+    );
+    assert_eq!(
+        ok(store.webhook_cursor(hook, 0).await),
+        5,
+        "and stays there"
+    );
+    let batch = [
+        new_delivery("d-1", "approval.requested:a1", 6, 100),
+        new_delivery("d-2", "approval.decided:a1", 7, 200),
+    ];
+    assert_eq!(ok(store.enqueue_deliveries(hook, 7, &batch).await), 2);
+    assert_eq!(ok(store.webhook_cursor(hook, 0).await), 7);
+    // Another server queues the same events under other ids, from an older
+    // cursor: nothing new is kept, and the cursor does not go back.
+    let again = [
+        new_delivery("d-3", "approval.requested:a1", 6, 100),
+        new_delivery("d-4", "approval.decided:a1", 7, 200),
+    ];
+    assert_eq!(ok(store.enqueue_deliveries(hook, 6, &again).await), 0);
+    assert_eq!(ok(store.webhook_cursor(hook, 0).await), 7);
+    // The same event for another webhook is that webhook's own delivery.
+    let other = "http://127.0.0.1:9/b";
+    assert_eq!(
+        ok(store
+            .enqueue_deliveries(
+                other,
+                9,
+                &[new_delivery("d-5", "approval.decided:a1", 7, 300)]
+            )
+            .await),
+        1
+    );
+    assert_eq!(
+        ok(store.webhook_cursor(other, 0).await),
+        9,
+        "enqueue makes the cursor"
+    );
+    // An empty batch still moves the cursor.
+    assert_eq!(ok(store.enqueue_deliveries(hook, 12, &[]).await), 0);
+    assert_eq!(ok(store.webhook_cursor(hook, 0).await), 12);
+
+    let all = ok(store.deliveries(&DeliveryQuery::default()).await);
+    assert_eq!(
+        all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d-5", "d-2", "d-1"],
+        "newest first"
+    );
+    let first = &all[2];
+    assert_eq!(
+        first,
+        &Delivery {
+            id: "d-1".to_owned(),
+            webhook: hook.to_owned(),
+            event_key: "approval.requested:a1".to_owned(),
+            event_type: "approval.requested".to_owned(),
+            audit_seq: 6,
+            payload: r#"{"id":"d-1"}"#.to_owned(),
+            status: DeliveryStatus::Pending,
+            created_at: 100,
+            next_attempt_at: 100,
+            attempts: vec![],
+        }
+    );
+    let limited = ok(store
+        .deliveries(&DeliveryQuery {
+            status: Some(DeliveryStatus::Pending),
+            limit: 1,
+        })
+        .await);
+    assert_eq!(limited.len(), 1);
+    assert!(
+        ok(store
+            .deliveries(&DeliveryQuery {
+                status: Some(DeliveryStatus::Delivered),
+                limit: 0,
+            })
+            .await)
+        .is_empty()
+    );
+}
+
+/// Claims take due, unleased deliveries of the webhooks named, oldest due
+/// first, and lease them; only the holder records an attempt, which ends
+/// the lease and sets what happens next; a lease that ran out is taken
+/// over, and the old holder can no longer record.
+pub async fn webhook_deliveries_are_claimed_leased_and_recorded(store: Arc<dyn Store>) {
+    let hook = "http://127.0.0.1:9/a";
+    let other = "http://127.0.0.1:9/b";
+    ok(store
+        .enqueue_deliveries(
+            hook,
+            3,
+            &[
+                new_delivery("d-2", "k2", 2, 200),
+                new_delivery("d-1", "k1", 1, 100),
+                new_delivery("d-3", "k3", 3, 5_000),
+            ],
+        )
+        .await);
+    ok(store
+        .enqueue_deliveries(other, 4, &[new_delivery("d-9", "k9", 4, 100)])
+        .await);
+    let claim = |claimer: &str, now: i64| DeliveryClaim {
+        claimer: claimer.to_owned(),
+        webhooks: vec![hook.to_owned()],
+        now,
+        lease_until: now + 1_000,
+        limit: 10,
+    };
+    let ids = |deliveries: &[Delivery]| deliveries.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    let first = ok(store.claim_deliveries(&claim("one", 1_000)).await);
+    assert_eq!(
+        ids(&first),
+        ["d-1", "d-2"],
+        "due ones of the webhooks named, oldest due first; d-3 is not due, d-9 another's"
+    );
+    assert!(
+        ok(store.claim_deliveries(&claim("two", 1_500)).await).is_empty(),
+        "leased deliveries are not claimed again while the lease holds"
+    );
+    let attempt = |n, code: Option<u16>, error: Option<&str>| DeliveryAttempt {
+        attempt: n,
+        at: 1_100,
+        duration_ms: 12,
+        status_code: code,
+        error: error.map(str::to_owned),
+    };
+    assert!(
+        !ok(store
+            .record_attempt(
+                "d-1",
+                "two",
+                &attempt(1, Some(200), None),
+                DeliveryNext::Delivered
+            )
+            .await),
+        "only the holder records"
+    );
+    assert!(ok(store
+        .record_attempt(
+            "d-1",
+            "one",
+            &attempt(1, Some(500), Some("HTTP 500")),
+            DeliveryNext::RetryAt(1_200)
+        )
+        .await));
+    assert!(ok(store
+        .record_attempt(
+            "d-2",
+            "one",
+            &attempt(1, Some(400), None),
+            DeliveryNext::Failed
+        )
+        .await));
+    assert!(
+        !ok(store
+            .record_attempt(
+                "d-2",
+                "one",
+                &attempt(2, Some(200), None),
+                DeliveryNext::Delivered
+            )
+            .await),
+        "a failed delivery takes no more attempts"
+    );
+    assert!(
+        ok(store.claim_deliveries(&claim("two", 1_150)).await).is_empty(),
+        "a retry waits for its time"
+    );
+    let retried = ok(store.claim_deliveries(&claim("two", 1_200)).await);
+    assert_eq!(ids(&retried), ["d-1"]);
+    assert_eq!(
+        retried[0].attempts,
+        vec![attempt(1, Some(500), Some("HTTP 500"))]
+    );
+    // "two" crashes; after its lease, "three" takes d-1 over.
+    assert!(ok(store.claim_deliveries(&claim("three", 2_100)).await).is_empty());
+    let taken = ok(store.claim_deliveries(&claim("three", 2_200)).await);
+    assert_eq!(ids(&taken), ["d-1"], "a lease that ran out is taken over");
+    assert!(
+        !ok(store
+            .record_attempt(
+                "d-1",
+                "two",
+                &attempt(2, None, Some("timed out")),
+                DeliveryNext::Failed
+            )
+            .await),
+        "the old holder lost the delivery"
+    );
+    assert!(ok(store
+        .record_attempt(
+            "d-1",
+            "three",
+            &attempt(2, Some(204), None),
+            DeliveryNext::Delivered
+        )
+        .await));
+    assert!(
+        ok(store.claim_deliveries(&claim("four", 9_000)).await).len() == 1,
+        "only d-3"
+    );
+
+    let listed = ok(store.deliveries(&DeliveryQuery::default()).await);
+    let by_id = |id: &str| listed.iter().find(|d| d.id == id).unwrap().clone();
+    let d1 = by_id("d-1");
+    assert_eq!(d1.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        d1.attempts,
+        vec![
+            attempt(1, Some(500), Some("HTTP 500")),
+            attempt(2, Some(204), None)
+        ],
+        "every attempt is logged, numbered from 1"
+    );
+    assert_eq!(by_id("d-2").status, DeliveryStatus::Failed);
+    assert_eq!(by_id("d-2").attempts.len(), 1);
+    assert_eq!(by_id("d-9").status, DeliveryStatus::Pending);
+    let failed = ok(store
+        .deliveries(&DeliveryQuery {
+            status: Some(DeliveryStatus::Failed),
+            limit: 0,
+        })
+        .await);
+    assert_eq!(ids(&failed), ["d-2"]);
+}
+
+/// Four claimers at once, over and over until the outbox is empty: every
+/// delivery is claimed exactly once.
+pub async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Store>) {
+    let hook = "http://127.0.0.1:9/a";
+    let deliveries: Vec<NewDelivery> = (0..60)
+        .map(|n| new_delivery(&format!("d-{n:02}"), &format!("k{n}"), n + 1, 100))
+        .collect();
+    ok(store.enqueue_deliveries(hook, 60, &deliveries).await);
+    let barrier = Arc::new(Barrier::new(4));
+    let claimers: Vec<_> = (0..4)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut mine = Vec::new();
+                // Nothing is due again before the lease runs out, so an empty
+                // claim means every delivery has been claimed by someone.
+                loop {
+                    let claim = DeliveryClaim {
+                        claimer: format!("claimer-{n}"),
+                        webhooks: vec![hook.to_owned()],
+                        now: 1_000,
+                        lease_until: 100_000,
+                        limit: 3,
+                    };
+                    let claimed = ok(store.claim_deliveries(&claim).await);
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claimed.into_iter().map(|d| d.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.expect("a claimer panicked"));
+    }
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "no delivery was claimed twice: {all:?}"
+    );
+    assert_eq!(unique.len(), 60, "every delivery was claimed: {unique:?}");
+}
+
+fn new_delivery(id: &str, key: &str, audit_seq: u64, created_at: i64) -> NewDelivery {
+    NewDelivery {
+        id: id.to_owned(),
+        event_key: key.to_owned(),
+        event_type: key.split_once(':').map_or(key, |(kind, _)| kind).to_owned(),
+        audit_seq,
+        payload: format!(r#"{{"id":"{id}"}}"#),
+        created_at,
+    }
 }
 
 // ---------------------------------------------------------------------

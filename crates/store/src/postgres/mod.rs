@@ -12,6 +12,7 @@
 
 mod error;
 mod listen;
+mod outbox;
 mod schema;
 
 use std::fmt;
@@ -26,7 +27,8 @@ use crate::json::{AppendJson, read as json};
 use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
-    Append, ApprovalQuery, ApprovalRow, Lease, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
+    DeliveryQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError, StoredEvent,
     TokenRecord,
 };
 use toolgate_core::{Principal, Role};
@@ -1100,6 +1102,37 @@ impl Store for PgStore {
                 id: id.to_owned(),
             }),
         }
+    }
+
+    async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {
+        self.outbox_cursor(webhook, start).await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        through: u64,
+        deliveries: &[NewDelivery],
+    ) -> Result<usize, StoreError> {
+        self.outbox_enqueue(webhook, through, deliveries).await
+    }
+
+    async fn claim_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox_claim(claim).await
+    }
+
+    async fn record_attempt(
+        &self,
+        id: &str,
+        claimer: &str,
+        attempt: &DeliveryAttempt,
+        next: DeliveryNext,
+    ) -> Result<bool, StoreError> {
+        self.outbox_record(id, claimer, attempt, next).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox_list(query).await
     }
 }
 

@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x7467_6174;
 
 /// The tables toolgate makes, to tell another program's database apart.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 10] = [
     "meta",
     "runs",
     "events",
@@ -37,6 +37,9 @@ const TABLES: [&str; 7] = [
     "approvals",
     "grants",
     "tokens",
+    "webhook_cursors",
+    "webhook_deliveries",
+    "webhook_attempts",
 ];
 
 /// The migrations, oldest first: the database is at version `n` once the
@@ -155,6 +158,43 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- Who drives a run now, and until when (Unix milliseconds).
     ALTER TABLE runs ADD COLUMN lease_owner TEXT;
     ALTER TABLE runs ADD COLUMN lease_until BIGINT;
+    "#,
+    // 3: the webhook outbox (see the SQLite schema). Claims take rows with
+    // `FOR UPDATE SKIP LOCKED`, so that servers claiming at once never
+    // wait for, nor take, each other's rows.
+    r#"
+    CREATE TABLE webhook_cursors (
+        webhook TEXT COLLATE "C" PRIMARY KEY,
+        seq     BIGINT NOT NULL
+    );
+
+    CREATE TABLE webhook_deliveries (
+        id              TEXT COLLATE "C" PRIMARY KEY,
+        webhook         TEXT COLLATE "C" NOT NULL,
+        event_key       TEXT COLLATE "C" NOT NULL,
+        event_type      TEXT NOT NULL,
+        audit_seq       BIGINT NOT NULL,
+        payload         TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        created_at      BIGINT NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        attempts        BIGINT NOT NULL DEFAULT 0,
+        claimed_by      TEXT,
+        lease_until     BIGINT,
+        UNIQUE (webhook, event_key)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_newest ON webhook_deliveries (created_at, id);
+
+    CREATE TABLE webhook_attempts (
+        delivery_id TEXT COLLATE "C" NOT NULL REFERENCES webhook_deliveries (id),
+        attempt     BIGINT NOT NULL,
+        at          BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        status_code BIGINT,
+        error       TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    );
     "#,
 ];
 

@@ -8,6 +8,7 @@ mod body;
 mod codes;
 mod error;
 mod leases;
+mod outbox;
 mod read;
 mod schema;
 mod tokens;
@@ -26,7 +27,8 @@ use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::Grant;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
-    Append, ApprovalQuery, ApprovalRow, Lease, RunQuery, RunRow, Store, StoreError, StoredEvent,
+    Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
+    DeliveryQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError, StoredEvent,
     TokenRecord,
 };
 
@@ -306,6 +308,48 @@ impl Store for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
         self.plain(move |conn| leases::claim_ready(conn, &owner, until, now, limit))
+            .await
+    }
+
+    async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {
+        let webhook = webhook.to_owned();
+        self.plain(move |conn| outbox::cursor(conn, &webhook, start))
+            .await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        through: u64,
+        deliveries: &[NewDelivery],
+    ) -> Result<usize, StoreError> {
+        let webhook = webhook.to_owned();
+        let deliveries = deliveries.to_vec();
+        self.plain(move |conn| outbox::enqueue(conn, &webhook, through, &deliveries))
+            .await
+    }
+
+    async fn claim_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        let claim = claim.clone();
+        self.plain(move |conn| outbox::claim(conn, &claim)).await
+    }
+
+    async fn record_attempt(
+        &self,
+        id: &str,
+        claimer: &str,
+        attempt: &DeliveryAttempt,
+        next: DeliveryNext,
+    ) -> Result<bool, StoreError> {
+        let (id, claimer, attempt) = (id.to_owned(), claimer.to_owned(), attempt.clone());
+        self.plain(move |conn| outbox::record(conn, &id, &claimer, &attempt, next))
+            .await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let query = query.clone();
+        self.readers
+            .run(move |conn| outbox::list(conn, &query))
             .await
     }
 }

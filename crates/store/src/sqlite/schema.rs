@@ -153,6 +153,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN lease_owner TEXT;
     ALTER TABLE runs ADD COLUMN lease_until INTEGER;
     "#,
+    // 3: the webhook outbox. One cursor per webhook (the last audit entry
+    // turned into deliveries); one delivery per (webhook, event_key), so
+    // an event computed twice is kept once; `claimed_by` and
+    // `lease_until` say who is sending it; each attempt is a row of
+    // `webhook_attempts`. `status` is 0 pending, 1 delivered, 2 failed.
+    r#"
+    CREATE TABLE webhook_cursors (
+        webhook TEXT PRIMARY KEY,
+        seq     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE webhook_deliveries (
+        rid             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        webhook         TEXT NOT NULL,
+        event_key       TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        audit_seq       INTEGER NOT NULL,
+        payload         TEXT NOT NULL,
+        status          INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        claimed_by      TEXT,
+        lease_until     INTEGER,
+        UNIQUE (webhook, event_key)
+    );
+    -- Claims read the due pending deliveries in time order.
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_newest ON webhook_deliveries (created_at, rid);
+
+    CREATE TABLE webhook_attempts (
+        delivery    INTEGER NOT NULL REFERENCES webhook_deliveries (rid),
+        attempt     INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        error       TEXT,
+        PRIMARY KEY (delivery, attempt)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// What the writer needs from the database when it starts.
