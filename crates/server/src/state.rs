@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub token_cache: Duration,
     /// How often approvals past their time are expired.
     pub expiry_sweep: Duration,
+    /// Mark the web inbox's session cookie `Secure`, so browsers send it
+    /// only over HTTPS: set it when the server is reached through HTTPS
+    /// (a TLS-terminating proxy in front of it).
+    pub secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +43,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(300),
             token_cache: Duration::from_secs(2),
             expiry_sweep: Duration::from_secs(1),
+            secure_cookies: false,
         }
     }
 }
