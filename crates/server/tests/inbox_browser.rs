@@ -197,6 +197,52 @@ async fn an_approver_sees_a_call_arrive_edits_it_and_the_agent_gets_the_edit() {
         json!({"recipient": "sally@example.com", "message": "Edited in the browser"})
     );
     assert_eq!(answer["decided_by"], "alice");
+
+    // Someone else decides while the page is open: it says so at once, and
+    // its buttons no longer send anything.
+    let other = server.ask(&bot, send_email("tom@gmail.com")).await;
+    let other = other["id"].as_str().unwrap();
+    browser
+        .goto(&server.url(&format!("/inbox/approvals/{other}")))
+        .await;
+    browser.find("#approve").await;
+    browser
+        .wait_for(
+            "the approval's page following the stream",
+            "return document.querySelector('[data-approval-id]').getAttribute('data-live') === 'on';",
+            json!([]),
+        )
+        .await;
+    let carol = server.token("carol", Role::Approver, &[]).await;
+    server
+        .post(
+            &format!("/v1/approvals/{other}/decision"),
+            &carol,
+            json!({"decision": "reject", "message": "not now"}),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the banner",
+            "return !document.getElementById('changed').hidden;",
+            json!([]),
+        )
+        .await;
+    let banner = browser.find("#changed").await.text().await;
+    assert!(
+        banner.contains("This approval is now rejected (by carol)."),
+        "{banner}"
+    );
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('approve').disabled;",
+                json!([])
+            )
+            .await,
+        json!(true)
+    );
+    browser.screenshot("desktop-decided-elsewhere").await;
     drop(browser);
     server.stop().await;
 }

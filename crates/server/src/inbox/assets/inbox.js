@@ -168,7 +168,11 @@
 
     follow(function (kind, data) {
       if (!data || data.run_id === runId) check();
-    }, function () {});
+    }, function (open) {
+      head.setAttribute('data-live', open ? 'on' : 'off');
+      // Reconnected: what happened meanwhile is replayed, but look anyway.
+      if (open) check();
+    });
   }
 
   // Edited arguments: JSON, and the common JSON Schema keywords, checked
