@@ -28,6 +28,12 @@ pub(crate) struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: SocketAddr,
+
+    /// Mark the web inbox's session cookie Secure (sent only over HTTPS):
+    /// use it when people reach the server through HTTPS, e.g. behind a
+    /// TLS-terminating proxy. Also: TOOLGATE_SECURE_COOKIES=true.
+    #[arg(long, env = "TOOLGATE_SECURE_COOKIES")]
+    secure_cookies: bool,
 }
 
 pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
@@ -48,10 +54,9 @@ pub(crate) async fn run(args: ServeArgs, store_args: &StoreArgs) -> anyhow::Resu
     let address = listener.local_addr().unwrap_or(args.listen);
     let rules = policy.rules().len();
     let hooks = webhooks.len();
-    let server = Server::new(
-        store,
-        ServerConfig::with_policy(policy).with_webhooks(webhooks),
-    );
+    let mut config = ServerConfig::with_policy(policy).with_webhooks(webhooks);
+    config.secure_cookies = args.secure_cookies;
+    let server = Server::new(store, config);
     eprintln!(
         "toolgate serve: listening on http://{address} ({rules} policy rule(s), {hooks} \
          webhook(s)); Ctrl-C stops"

@@ -198,7 +198,7 @@ pub(crate) async fn list_approvals(
     }))
 }
 
-fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, Problem> {
+pub(crate) fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, Problem> {
     let Some(text) = text.filter(|t| !t.trim().is_empty() && t.trim() != "all") else {
         return Ok(Vec::new());
     };
@@ -272,7 +272,10 @@ pub(crate) async fn get_approval(
 }
 
 /// The approval, expired first if it is pending past its time.
-async fn expired_now(state: &AppState, detail: ApprovalDetail) -> Result<ApprovalDetail, Problem> {
+pub(crate) async fn expired_now(
+    state: &AppState,
+    detail: ApprovalDetail,
+) -> Result<ApprovalDetail, Problem> {
     if detail.row.status == ApprovalStatus::Pending
         && detail.row.expires_at.is_some_and(|at| at <= state.now())
     {

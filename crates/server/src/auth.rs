@@ -98,39 +98,70 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// Checks a token's secret; the caller it stands for.
-pub(crate) async fn authenticate(state: &AppState, secret: &str) -> Result<TokenRecord, Problem> {
+/// Why a token's secret was refused.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// It does not look like a token at all.
+    Malformed,
+    /// No token has this secret.
+    Unknown,
+    /// The token was revoked.
+    Revoked(String),
+    /// The token is past its expiry.
+    Expired(String),
+    /// The store did not answer.
+    Store(Problem),
+}
+
+impl From<Refusal> for Problem {
+    fn from(refusal: Refusal) -> Problem {
+        match refusal {
+            Refusal::Malformed => Problem::unauthorized(format!(
+                "that is not a toolgate token (they start with `{TOKEN_PREFIX}`)"
+            )),
+            Refusal::Unknown => Problem::unauthorized("the token is not known to this server"),
+            Refusal::Revoked(id) => Problem::unauthorized(format!(
+                "the token {id} was revoked; ask an admin for a new one"
+            )),
+            Refusal::Expired(id) => Problem::unauthorized(format!(
+                "the token {id} has expired; ask an admin for a new one"
+            )),
+            Refusal::Store(problem) => problem,
+        }
+    }
+}
+
+/// Checks a token's secret; the token, or why it does not work.
+pub(crate) async fn check_secret(state: &AppState, secret: &str) -> Result<TokenRecord, Refusal> {
     if !secret.starts_with(TOKEN_PREFIX) {
-        return Err(Problem::unauthorized(format!(
-            "that is not a toolgate token (they start with `{TOKEN_PREFIX}`)"
-        )));
+        return Err(Refusal::Malformed);
     }
     let hash = secret_hash(secret);
     let token = match state.cached_token(&hash) {
         Some(token) => token,
         None => {
-            let token =
-                state.store.token_by_hash(&hash).await?.ok_or_else(|| {
-                    Problem::unauthorized("the token is not known to this server")
-                })?;
+            let token = state
+                .store
+                .token_by_hash(&hash)
+                .await
+                .map_err(|error| Refusal::Store(error.into()))?
+                .ok_or(Refusal::Unknown)?;
             state.cache_token(&token);
             token
         }
     };
-    let now = state.now();
     if token.revoked_at.is_some() {
-        return Err(Problem::unauthorized(format!(
-            "the token {} was revoked; ask an admin for a new one",
-            token.id
-        )));
+        return Err(Refusal::Revoked(token.id));
     }
-    if !token.is_live(now) {
-        return Err(Problem::unauthorized(format!(
-            "the token {} has expired; ask an admin for a new one",
-            token.id
-        )));
+    if !token.is_live(state.now()) {
+        return Err(Refusal::Expired(token.id));
     }
     Ok(token)
+}
+
+/// Checks a token's secret; the caller it stands for.
+pub(crate) async fn authenticate(state: &AppState, secret: &str) -> Result<TokenRecord, Problem> {
+    Ok(check_secret(state, secret).await?)
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {

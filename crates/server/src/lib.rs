@@ -24,6 +24,7 @@
 mod api;
 mod auth;
 mod events;
+mod inbox;
 mod metrics;
 mod openapi;
 mod problem;
@@ -75,7 +76,7 @@ impl Server {
         }
     }
 
-    /// Every route: the API, health checks, metrics.
+    /// Every route: the API, the web inbox, health checks, metrics.
     pub fn router(&self) -> Router {
         let state = Arc::clone(&self.state);
         Router::new()
@@ -94,6 +95,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics::metrics))
+            .merge(inbox::router())
             .fallback(no_route)
             .method_not_allowed_fallback(wrong_method)
             .layer(axum::middleware::from_fn_with_state(

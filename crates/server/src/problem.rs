@@ -99,6 +99,11 @@ impl Problem {
         &self.detail
     }
 
+    /// A member added with [`Problem::with`].
+    pub(crate) fn member(&self, key: &str) -> Option<&Value> {
+        self.extra.as_ref()?.get(key)
+    }
+
     fn document(self) -> ProblemDocument {
         ProblemDocument {
             kind: format!("urn:toolgate:problem:{}", self.slug),

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// server takes it over (this one crashed mid-send, say). At least
     /// twice the longest webhook timeout, whatever this says.
     pub webhook_lease: Duration,
+    /// Mark the web inbox's session cookie `Secure`, so browsers send it
+    /// only over HTTPS: set it when the server is reached through HTTPS
+    /// (a TLS-terminating proxy in front of it).
+    pub secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             webhooks: Vec::new(),
             webhook_poll: crate::webhooks::DEFAULT_POLL,
             webhook_lease: crate::webhooks::DEFAULT_LEASE,
+            secure_cookies: false,
         }
     }
 }

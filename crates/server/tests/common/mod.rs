@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+pub mod web;
+
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
@@ -25,6 +28,14 @@ pub struct TestServer {
 impl TestServer {
     /// A server with this policy (TOML), on a fresh store.
     pub async fn start(policy: &str) -> TestServer {
+        TestServer::start_configured(policy, |_| {}).await
+    }
+
+    /// A server with this policy (TOML) and settings, on a fresh store.
+    pub async fn start_configured(
+        policy: &str,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap());
@@ -32,6 +43,7 @@ impl TestServer {
         let mut config = ServerConfig::with_policy(policy);
         config.poll = std::time::Duration::from_millis(50);
         config.expiry_sweep = std::time::Duration::from_millis(100);
+        configure(&mut config);
         TestServer::start_with(store, config, dir).await
     }
 
