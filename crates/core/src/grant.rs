@@ -304,4 +304,24 @@ mod tests {
         });
         assert!(!revoked.covers(&call, 0));
     }
+
+    proptest::proptest! {
+        /// Whatever is written, parsing a scope gives a scope or a message
+        /// saying what to write; what people write for real parses to what
+        /// they meant.
+        #[test]
+        fn grant_scopes_parse_or_say_what_to_write(text in ".{0,24}", uses in 1u32.., minutes in 1u64..100_000) {
+            match text.parse::<GrantSpec>() {
+                Ok(_) => {}
+                Err(message) => proptest::prop_assert!(!message.is_empty()),
+            }
+            proptest::prop_assert_eq!(format!("uses:{uses}").parse::<GrantSpec>(), Ok(GrantSpec::Uses(uses)));
+            proptest::prop_assert_eq!(
+                format!(" for: {minutes}m ").parse::<GrantSpec>(),
+                Ok(GrantSpec::For(std::time::Duration::from_secs(minutes * 60)))
+            );
+            let scope = GrantSpec::For(std::time::Duration::from_secs(minutes * 60)).scope(1_000);
+            proptest::prop_assert_eq!(scope, GrantScope::Until { until: 1_000 + minutes as i64 * 60_000 });
+        }
+    }
 }
