@@ -254,12 +254,7 @@ impl Agent {
     ) -> Result<RunOutcome, EngineError> {
         let run = self.create_loaded(input, options).await?;
         // A new run is created under this agent's lease, if it has one.
-        let store = self.store_ref()?;
-        let run_id = run.run_id.clone();
-        let renewer = self.renew_lease(&run_id);
-        let result = self.drive_unleased(run, renewer.as_ref()).await;
-        self.release_lease(store.as_ref(), &run_id, renewer).await;
-        result
+        self.drive_holding(run).await
     }
 
     /// Records a new run without driving it; returns its id.
@@ -325,12 +320,7 @@ impl Agent {
             Some(run) => run.refresh(store.as_ref()).await?,
             None => Loaded::load(store.as_ref(), run_id).await?,
         };
-        if run.state.external {
-            return Err(EngineError::External {
-                run_id: run_id.to_owned(),
-            });
-        }
-        self.drive(run).await
+        self.drive(run.engine_run()?).await
     }
 
     /// Takes runs that are ready for the engine (a decision came, or a
@@ -381,16 +371,16 @@ impl Agent {
         store: &Arc<dyn Store>,
         run_id: &str,
     ) -> Result<RunOutcome, EngineError> {
-        let renewer = self.renew_lease(run_id);
-        let result = match Loaded::load(store.as_ref(), run_id).await {
-            Ok(run) if run.state.external => Err(EngineError::External {
-                run_id: run_id.to_owned(),
-            }),
-            Ok(run) => self.drive_unleased(run, renewer.as_ref()).await,
-            Err(error) => Err(error),
-        };
-        self.release_lease(store.as_ref(), run_id, renewer).await;
-        result
+        match Loaded::load(store.as_ref(), run_id)
+            .await
+            .and_then(Loaded::engine_run)
+        {
+            Ok(run) => self.drive_holding(run).await,
+            Err(error) => {
+                self.release_lease(store.as_ref(), run_id, None).await;
+                Err(error)
+            }
+        }
     }
 
     /// Drives a folded run until it completes, fails or must wait, under
@@ -419,6 +409,13 @@ impl Agent {
                 });
             }
         }
+        self.drive_holding(run).await
+    }
+
+    /// Drives a run whose lease this agent holds (when it leases at all):
+    /// renews the lease meanwhile, and gives it up at the end.
+    async fn drive_holding(&self, run: Loaded) -> Result<RunOutcome, EngineError> {
+        let store = self.store_ref()?;
         let run_id = run.run_id.clone();
         let renewer = self.renew_lease(&run_id);
         let result = self.drive_unleased(run, renewer.as_ref()).await;
@@ -456,9 +453,12 @@ impl Agent {
         Some(Renewer { task, lost })
     }
 
+    /// Stops renewing, and gives the lease up.
     async fn release_lease(&self, store: &dyn Store, run_id: &str, renewer: Option<Renewer>) {
-        if let (Some(lease), Some(renewer)) = (&self.lease, renewer) {
+        if let Some(renewer) = renewer {
             renewer.task.abort();
+        }
+        if let Some(lease) = &self.lease {
             // A release that fails leaves a lease that lapses by itself.
             let _ = store.release_run(run_id, &lease.owner).await;
         }
@@ -863,6 +863,17 @@ impl Loaded {
     pub(crate) async fn load(store: &dyn Store, run_id: &str) -> Result<Loaded, EngineError> {
         let events = store.load(run_id).await?;
         Ok(Loaded::of(run_id, &events))
+    }
+
+    /// The run, unless an outside agent drives it (the engine has no model
+    /// or tools for such a run).
+    pub(crate) fn engine_run(self) -> Result<Loaded, EngineError> {
+        if self.state.external {
+            return Err(EngineError::External {
+                run_id: self.run_id,
+            });
+        }
+        Ok(self)
     }
 
     /// The fold of run `run_id`'s log, `events`.
