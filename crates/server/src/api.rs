@@ -343,15 +343,14 @@ fn check_visible(caller: &Caller, detail: &ApprovalDetail) -> Result<(), Problem
 
 /// Agents act only on their own runs.
 async fn check_run_owner(state: &AppState, caller: &Caller, run_id: &str) -> Result<(), Problem> {
-    let events = match state.store.load(run_id).await {
-        Ok(events) => events,
+    let started = match caller.started(state.store.as_ref(), run_id).await {
+        Ok(started) => started,
         Err(StoreError::NotFound { .. }) => {
             return Err(Problem::not_found(format!("there is no run `{run_id}`")));
         }
         Err(error) => return Err(error.into()),
     };
-    let run = toolgate_core::run::RunState::fold(events.iter().map(|e| &e.event));
-    if run.principal.as_deref() != Some(caller.name()) {
+    if !started {
         return Err(Problem::forbidden(format!(
             "run {run_id} belongs to another principal; {} is an agent and sees only its own runs",
             caller.name()

@@ -44,6 +44,18 @@ impl Caller {
         self.token.principal.role == Role::Agent
     }
 
+    /// True when run `run_id` was started by this caller. Who started a run
+    /// is in its first event, so only that one is folded.
+    pub(crate) async fn started(
+        &self,
+        store: &dyn toolgate_core::store::Store,
+        run_id: &str,
+    ) -> Result<bool, toolgate_core::store::StoreError> {
+        let events = store.load(run_id).await?;
+        let first = toolgate_core::run::RunState::fold(events.first().map(|e| &e.event));
+        Ok(first.principal.as_deref() == Some(self.name()))
+    }
+
     /// Refuses agents: they ask, and never see or decide others' calls.
     pub(crate) fn require_decider(&self, what: &str) -> Result<(), Problem> {
         if self.is_agent() {

@@ -18,7 +18,6 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toolgate_core::audit::AuditEntry;
-use toolgate_core::run::RunState;
 use utoipa::IntoParams;
 
 use crate::api::Params;
@@ -136,15 +135,11 @@ impl Follower {
         if let Some(visible) = self.visible.get(run_id) {
             return *visible;
         }
-        let visible = match self.state.store.load(run_id).await {
-            Ok(events) => {
-                RunState::fold(events.iter().map(|e| &e.event))
-                    .principal
-                    .as_deref()
-                    == Some(self.caller.name())
-            }
-            Err(_) => false,
-        };
+        let visible = self
+            .caller
+            .started(self.state.store.as_ref(), run_id)
+            .await
+            .unwrap_or(false);
         self.visible.insert(run_id.clone(), visible);
         visible
     }
