@@ -58,7 +58,11 @@ impl Tool for Effect {
             .append(true)
             .open(&self.file)
             .map_err(|e| ToolError::failed(&self.spec.name, e))?;
-        writeln!(file, "{}", self.spec.name).map_err(|e| ToolError::failed(&self.spec.name, e))?;
+        // One write for the whole line: `writeln!` writes the name and the
+        // newline separately, and a kill between the two glued this line
+        // to the next one, so that neither counted.
+        file.write_all(format!("{}\n", self.spec.name).as_bytes())
+            .map_err(|e| ToolError::failed(&self.spec.name, e))?;
         file.sync_data()
             .map_err(|e| ToolError::failed(&self.spec.name, e))?;
         Ok(json!("ok"))
