@@ -397,6 +397,7 @@ fn read_rule<'i>(
         name,
         tool: tool.to_owned(),
         glob,
+        bare: !tool.contains(':'),
         when,
         action,
         reason: raw.reason.clone().map(|(reason, _)| Arc::from(reason)),

@@ -30,7 +30,10 @@
 //! # How a call is decided
 //!
 //! - A rule matches a call when its `tool` glob matches the tool's name and
-//!   its `when` condition, if any, is true. Conditions see `args` (the call's
+//!   its `when` condition, if any, is true. The MCP gateway names a server's
+//!   tools `SERVER:TOOL`; a glob without a `:` matches them by the tool's own
+//!   name too, so `write_*` covers `files:write_file`, while `files:*` is
+//!   for that server's tools only. Conditions see `args` (the call's
 //!   arguments), `tool` (the tool's name), `run` (`{id, thread}` or `null`)
 //!   and `principal` (who asks, or `null`).
 //! - The strictest matching action wins: `deny` > `ask` > `allow`. Among the
@@ -294,6 +297,10 @@ pub struct Rule {
     tool: String,
     #[serde(skip)]
     glob: Glob,
+    /// `tool` has no `:`: it matches servers' tools by their own names
+    /// ([`own_name`]).
+    #[serde(skip)]
+    bare: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     when: Option<Condition>,
     action: Action,
@@ -586,9 +593,12 @@ impl Policy {
         // Built on the first condition only, and each variable converted on
         // its first use, so rules without conditions cost no conversion.
         let mut variables: Option<Variables<'_>> = None;
+        // What bare globs match: a server's tool by its own name.
+        let own_name = own_name(input.tool);
         for &index in &compiled.order {
             let rule = &compiled.rules[index];
-            if !rule.glob.is_match(input.tool) {
+            let name = if rule.bare { own_name } else { input.tool };
+            if !rule.glob.is_match(name) {
                 continue;
             }
             let Some(condition) = &rule.when else {
@@ -624,12 +634,21 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// The tool's own name: toolgate's MCP gateway names a server's tools
+/// `SERVER:TOOL`. A glob with a `:` is matched against the whole name, one
+/// without (a bare glob) against the tool's own name, so `write_*` matches
+/// `files:write_file` and `files:*` only that server's tools.
+fn own_name(tool: &str) -> &str {
+    tool.split_once(':').map_or(tool, |(_, own)| own)
+}
+
 /// A tool-name glob and an optional CEL condition, compiled once: what a
 /// grant matches.
 #[derive(Clone)]
 pub struct Matcher {
     tool: String,
     glob: Glob,
+    bare: bool,
     when: Option<Condition>,
 }
 
@@ -669,6 +688,7 @@ impl Matcher {
         Ok(Matcher {
             tool: tool.to_owned(),
             glob,
+            bare: !tool.contains(':'),
             when,
         })
     }
@@ -680,7 +700,12 @@ impl Matcher {
     /// The condition failed (a missing argument, a wrong type); callers
     /// that grant something must treat this as no match.
     pub fn matches(&self, input: &EvalInput<'_>) -> Result<bool, String> {
-        if !self.glob.is_match(input.tool) {
+        let name = if self.bare {
+            own_name(input.tool)
+        } else {
+            input.tool
+        };
+        if !self.glob.is_match(name) {
             return Ok(false);
         }
         match &self.when {

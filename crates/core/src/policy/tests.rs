@@ -1109,3 +1109,59 @@ fn policies_are_cheap_to_share_between_threads() {
     let handle = std::thread::spawn(move || decide(&copy, "t", json!({"n": 2})).action);
     assert_eq!(handle.join().unwrap(), Action::Deny);
 }
+
+#[test]
+fn a_bare_glob_matches_a_servers_tools_by_their_own_names() {
+    let policy = load(
+        r#"
+        [[policy.rules]]
+        tool = "files:read_*"
+        action = "allow"
+
+        [[policy.rules]]
+        tool = "write_*"
+        action = "deny"
+        "#,
+    );
+    assert_eq!(
+        decide(&policy, "files:read_file", json!({})).action,
+        Action::Allow
+    );
+    // A prefixed glob is for that server only.
+    assert_eq!(
+        decide(&policy, "notes:read_file", json!({})).action,
+        Action::Ask
+    );
+    assert_eq!(decide(&policy, "read_file", json!({})).action, Action::Ask);
+    // A bare glob covers every server's tool of that name, and plain tools.
+    assert_eq!(
+        decide(&policy, "files:write_file", json!({})).action,
+        Action::Deny
+    );
+    assert_eq!(
+        decide(&policy, "notes:write_note", json!({})).action,
+        Action::Deny
+    );
+    assert_eq!(
+        decide(&policy, "write_note", json!({})).action,
+        Action::Deny
+    );
+    // A bare glob sees only the part after the server's name.
+    assert_eq!(
+        decide(&policy, "write_x:other", json!({})).action,
+        Action::Ask
+    );
+
+    let grant = Matcher::new("read_*", None).unwrap();
+    let no_args = Map::new();
+    assert!(
+        grant
+            .matches(&EvalInput::new("files:read_file", &no_args))
+            .unwrap()
+    );
+    assert!(
+        !grant
+            .matches(&EvalInput::new("files:write_file", &no_args))
+            .unwrap()
+    );
+}
