@@ -9,9 +9,11 @@
 //! An agent that names the same run again adds its calls to it, so that
 //! grants scoped to the run cover them.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 use toolgate_core::policy::{AskSpec, EvalInput, Policy};
-use toolgate_core::run::{Event, Gate, RunState};
+use toolgate_core::run::{ApprovalStatus, Event, Gate, Outcome, RunState};
 use toolgate_core::store::{Store, StoreError, StoredEvent};
 use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
 
@@ -49,6 +51,16 @@ pub struct CallRequest {
     pub hints: ToolHints,
     /// Anything the agent wants the people deciding to see.
     pub context: Option<Value>,
+    /// How long people have to decide when the policy's rule sets no
+    /// timeout; `None` lets such an approval wait until decided.
+    pub timeout: Option<Duration>,
+    /// Whether a call that policy or a grant clears at once is recorded as
+    /// started ([`Event::ToolStarted`]) in the same commit: for an agent
+    /// that makes the call as soon as it is cleared, and reports how it
+    /// ended with [`report_call`].
+    pub start: bool,
+    /// Whether grants are ignored: only policy clears the call, or people.
+    pub skip_grants: bool,
 }
 
 impl CallRequest {
@@ -175,9 +187,14 @@ pub async fn request_call(
             .hints(request.hints)
             .run(&run_id, after.thread.as_deref())
             .principal(&principal_name);
-        let (gate, verdict) = gate_call(store, policy, &input, &mut None, now).await?;
+        let mut grants = request.skip_grants.then(Vec::new);
+        let (gate, verdict) = gate_call(store, policy, &input, &mut grants, now).await?;
         let ask = match gate {
-            Gate::Ask { .. } => verdict.ask.clone().unwrap_or_default(),
+            Gate::Ask { .. } => {
+                let mut ask = verdict.ask.clone().unwrap_or_default();
+                ask.timeout = ask.timeout.or(request.timeout);
+                ask
+            }
             _ => AskSpec::default(),
         };
         let expires_at = match gate {
@@ -187,7 +204,8 @@ pub async fn request_call(
             _ => None,
         };
         let approval_id = new_id();
-        let events = vec![
+        let cleared = matches!(gate, Gate::Allow { .. } | Gate::Granted { .. });
+        let mut events = vec![
             asked,
             Event::GateVerdict {
                 call_id: call.id.clone(),
@@ -205,6 +223,12 @@ pub async fn request_call(
                 schema: schema.clone(),
             },
         ];
+        if request.start && cleared {
+            events.push(Event::ToolStarted {
+                call_id: call.id.clone(),
+                args: call.args.clone(),
+            });
+        }
         let version = run.state.version;
         log.extend(events.iter().enumerate().map(|(index, event)| StoredEvent {
             run_id: run_id.clone(),
@@ -228,6 +252,108 @@ pub async fn request_call(
     }
     Err(EngineError::Contended {
         run_id,
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
+/// What an outside agent says of a call it was cleared to make.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CallReport {
+    /// It is about to make the call.
+    Started,
+    /// The call ended so.
+    Finished(Outcome),
+}
+
+/// Records in the audit log what `principal`, the outside agent whose run
+/// holds approval `approval_id`, says of that call: that it started, or
+/// how it ended. A call must be cleared (approved, edited, or allowed by
+/// policy or a grant) to start, and is taken as started when its end is
+/// reported first; a second report of either kind is refused.
+pub async fn report_call(
+    store: &dyn Store,
+    principal: &Principal,
+    approval_id: &str,
+    report: CallReport,
+    now: i64,
+) -> Result<(), RequestError> {
+    let row = store.approval(approval_id).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let events = store.load(&row.run_id).await?;
+        let mut run = Loaded::of(&row.run_id, &events);
+        if !run.state.external {
+            return Err(RequestError::NotExternal { run_id: row.run_id });
+        }
+        let owner = run.state.principal.clone().unwrap_or_default();
+        if owner != principal.name && principal.role != Role::Admin {
+            return Err(RequestError::Forbidden {
+                run_id: row.run_id,
+                owner,
+                principal: principal.name.clone(),
+            });
+        }
+        let Some(approval) = run.state.approval(approval_id) else {
+            return Err(RequestError::Invalid(format!(
+                "approval {approval_id} is not in the log of run {}",
+                row.run_id
+            )));
+        };
+        if !matches!(
+            approval.status,
+            ApprovalStatus::Approved | ApprovalStatus::Edited
+        ) {
+            return Err(RequestError::Invalid(format!(
+                "the call of approval {approval_id} is {}, not cleared to run: nothing to report",
+                approval.status
+            )));
+        }
+        // A cleared call is the agent's: its start and end are in the log,
+        // not in the fold, which handed the call over.
+        let call_id = approval.call.id.as_str();
+        let started = events.iter().any(
+            |stored| matches!(&stored.event, Event::ToolStarted { call_id: id, .. } if id == call_id),
+        );
+        let finished = events.iter().any(
+            |stored| matches!(&stored.event, Event::ToolFinished { call_id: id, .. } if id == call_id),
+        );
+        let start = Event::ToolStarted {
+            call_id: call_id.to_owned(),
+            args: approval.args.clone(),
+        };
+        let events = match &report {
+            CallReport::Started if started => {
+                return Err(RequestError::Invalid(format!(
+                    "the call of approval {approval_id} was already reported started"
+                )));
+            }
+            CallReport::Started => vec![start],
+            CallReport::Finished(_) if finished => {
+                return Err(RequestError::Invalid(format!(
+                    "the call of approval {approval_id} was already reported finished"
+                )));
+            }
+            CallReport::Finished(outcome) => {
+                let finish = Event::ToolFinished {
+                    call_id: call_id.to_owned(),
+                    outcome: outcome.clone(),
+                };
+                if started {
+                    vec![finish]
+                } else {
+                    vec![start, finish]
+                }
+            }
+        };
+        match append_events(store, &mut run, events, Vec::new(), now).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EngineError::Contended {
+        run_id: row.run_id,
         attempts: MAX_ATTEMPTS,
     }
     .into())

@@ -55,7 +55,7 @@ pub use decide::{
     resolve_in_doubt,
 };
 pub use detail::{ApprovalDetail, approval_detail};
-pub use external::{CallRequest, RequestError, request_call};
+pub use external::{CallReport, CallRequest, RequestError, report_call, request_call};
 
 use toolgate_core::store::StoreError;
 use toolgate_core::{ModelError, ToolError};

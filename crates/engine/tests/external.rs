@@ -1,0 +1,251 @@
+//! Outside agents' calls over a real SQLite store: recorded as started with
+//! their clearance, a default timeout, grants left out on request, and
+//! what the agent reports of each call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, json};
+use toolgate_core::grant::{GrantRequest, GrantScope};
+use toolgate_core::policy::Policy;
+use toolgate_core::run::{ApprovalStatus, Event, Outcome};
+use toolgate_core::store::Store;
+use toolgate_core::{Principal, Role, ToolHints};
+use toolgate_engine::{
+    CallReport, CallRequest, DecisionRequest, RequestError, decide, report_call, request_call,
+};
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = toolgate_store::SqliteStore::open(dir.path().join("toolgate.db")).unwrap();
+    (Arc::new(store), dir)
+}
+
+fn agent() -> Principal {
+    Principal::new("mcp:files", Role::Agent)
+}
+
+fn read_only() -> ToolHints {
+    ToolHints {
+        read_only: Some(true),
+        ..ToolHints::default()
+    }
+}
+
+fn request(tool: &str, hints: ToolHints) -> CallRequest {
+    let mut request = CallRequest::new(tool, Map::new());
+    request.run_id = Some("session-1".to_owned());
+    request.hints = hints;
+    request
+}
+
+fn kinds(events: &[toolgate_core::store::StoredEvent]) -> Vec<&'static str> {
+    events.iter().map(|stored| stored.event.kind()).collect()
+}
+
+#[tokio::test]
+async fn a_call_cleared_at_once_is_started_in_the_same_commit_and_its_end_reported() {
+    let (store, _dir) = store();
+    let mut cleared = request("files:read_file", read_only());
+    cleared.start = true;
+    let detail = request_call(&*store, &Policy::default(), &agent(), cleared, NOW)
+        .await
+        .unwrap();
+    assert_eq!(detail.row.status, ApprovalStatus::Approved);
+    let log = store.load("session-1").await.unwrap();
+    assert_eq!(
+        kinds(&log),
+        [
+            "call_requested",
+            "gate_verdict",
+            "approval_requested",
+            "tool_started"
+        ]
+    );
+
+    let outcome = Outcome::Output {
+        output: json!({"content": "hello"}),
+    };
+    report_call(
+        &*store,
+        &agent(),
+        &detail.row.id,
+        CallReport::Finished(outcome.clone()),
+        NOW + 5,
+    )
+    .await
+    .unwrap();
+    let log = store.load("session-1").await.unwrap();
+    assert_eq!(
+        log.last().unwrap().event,
+        Event::ToolFinished {
+            call_id: detail.row.call_id.clone(),
+            outcome,
+        }
+    );
+    // Reported once only.
+    let again = report_call(
+        &*store,
+        &agent(),
+        &detail.row.id,
+        CallReport::Finished(Outcome::Error {
+            error: "twice".into(),
+        }),
+        NOW + 6,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!(
+            "the call of approval {} was already reported finished",
+            detail.row.id
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_held_call_gets_the_default_timeout_and_is_reported_only_once_decided() {
+    let (store, _dir) = store();
+    let mut held = request("files:write_file", ToolHints::default());
+    held.timeout = Some(Duration::from_secs(90));
+    held.start = true;
+    let detail = request_call(&*store, &Policy::default(), &agent(), held, NOW)
+        .await
+        .unwrap();
+    assert_eq!(detail.row.status, ApprovalStatus::Pending);
+    assert_eq!(detail.row.expires_at, Some(NOW + 90_000));
+    // Not started: it waits for people.
+    let log = store.load("session-1").await.unwrap();
+    assert!(!kinds(&log).contains(&"tool_started"));
+    let early = report_call(&*store, &agent(), &detail.row.id, CallReport::Started, NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        early.to_string(),
+        format!(
+            "the call of approval {} is pending, not cleared to run: nothing to report",
+            detail.row.id
+        )
+    );
+
+    let alice = Principal::new("alice", Role::Approver);
+    decide(
+        &*store,
+        &alice,
+        &detail.row.id,
+        &detail.row.fingerprint,
+        DecisionRequest::Approve,
+        None,
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    // Only the run's own agent (or an admin) reports on its calls.
+    let stranger = Principal::new("mcp:other", Role::Agent);
+    let refused = report_call(
+        &*store,
+        &stranger,
+        &detail.row.id,
+        CallReport::Started,
+        NOW + 2,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, RequestError::Forbidden { .. }),
+        "{refused}"
+    );
+    report_call(
+        &*store,
+        &agent(),
+        &detail.row.id,
+        CallReport::Started,
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    let twice = report_call(
+        &*store,
+        &agent(),
+        &detail.row.id,
+        CallReport::Started,
+        NOW + 3,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        twice.to_string(),
+        format!(
+            "the call of approval {} was already reported started",
+            detail.row.id
+        )
+    );
+    report_call(
+        &*store,
+        &agent(),
+        &detail.row.id,
+        CallReport::Finished(Outcome::Error {
+            error: "disk full".into(),
+        }),
+        NOW + 4,
+    )
+    .await
+    .unwrap();
+    let log = store.load("session-1").await.unwrap();
+    let tail: Vec<_> = kinds(&log).into_iter().rev().take(2).collect();
+    assert_eq!(tail, ["tool_finished", "tool_started"]);
+}
+
+#[tokio::test]
+async fn grants_can_be_left_out_so_that_only_policy_or_people_clear_a_call() {
+    let (store, _dir) = store();
+    // A standing grant for every tool, made with a first decision.
+    let first = request_call(
+        &*store,
+        &Policy::default(),
+        &agent(),
+        request("files:write_file", ToolHints::default()),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let admin = Principal::new("root", Role::Admin);
+    decide(
+        &*store,
+        &admin,
+        &first.row.id,
+        &first.row.fingerprint,
+        DecisionRequest::Approve,
+        Some(GrantRequest {
+            scope: GrantScope::Run {
+                run_id: "session-1".to_owned(),
+            },
+            tool: Some("*".to_owned()),
+            when: None,
+        }),
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    let granted = request_call(
+        &*store,
+        &Policy::default(),
+        &agent(),
+        request("toolgate.pin", ToolHints::default()),
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.row.status, ApprovalStatus::Approved);
+    assert!(granted.row.decided_by.unwrap().starts_with("grant "));
+
+    let mut strict = request("toolgate.pin", ToolHints::default());
+    strict.skip_grants = true;
+    let asked = request_call(&*store, &Policy::default(), &agent(), strict, NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(asked.row.status, ApprovalStatus::Pending);
+}
