@@ -3,7 +3,6 @@
 //! line, and the example agent in Python (plain HTTP) asking, waiting and
 //! acting on the decision.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -12,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
+
+use common::{Server, http};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -85,80 +86,12 @@ impl Env {
         let listen = format!("127.0.0.1:{port}");
         let mut command = self.command(&["serve", "--listen", &listen]);
         command.envs(vars.iter().copied());
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        assert!(
-            line.contains(&format!("listening on http://{listen}")),
-            "{line}"
-        );
-        Server {
-            child,
-            base: format!("http://{listen}"),
-            stderr,
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    stderr: BufReader<std::process::ChildStderr>,
-}
-
-impl Server {
-    /// SIGTERM, then the exit status and what it printed after starting.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
-        (status, rest)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::Server::start(command, &listen)
     }
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn http(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let mut request = client
-            .request(method.parse().unwrap(), url)
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    })
 }
 
 /// Waits until an approval is pending, and returns it.

@@ -1,8 +1,10 @@
 //! What the CLI's end-to-end tests share: the built binary driven through a
 //! pseudo-terminal, as a person at a terminal would drive it.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
 use std::time::Duration;
 
 use expectrl::{ControlCode, Eof, Session, WaitStatus};
@@ -140,4 +142,82 @@ fn pg_admin(url: &str, sql: &str) {
         drop(client);
         let _ = connection.await;
     });
+}
+
+/// A `toolgate serve` (or any server of toolgate's) on a loopback port.
+#[allow(dead_code)] // Not every test binary serves.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    /// `http://ADDR`.
+    pub(crate) base: String,
+    pub(crate) stderr: BufReader<std::process::ChildStderr>,
+}
+
+#[allow(dead_code)]
+impl Server {
+    /// Starts `command`, a server told to listen on `listen`; waits until
+    /// its first line on stderr says it listens there.
+    pub(crate) fn start(mut command: Command, listen: &str) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.contains(&format!("http://{listen}")), "{line}");
+        Server {
+            child,
+            base: format!("http://{listen}"),
+            stderr,
+        }
+    }
+
+    /// SIGTERM, then the exit status and what it printed after starting.
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request to a server, as `token`; the status and the JSON body (or
+/// the text, as a string).
+#[allow(dead_code)] // Not every test binary serves.
+pub(crate) fn http(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut request = client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
 }
