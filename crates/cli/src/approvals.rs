@@ -16,7 +16,7 @@
 //! ```
 //!
 //! for `show`, one such object with `description`, `proposed_args`,
-//! `edited_by`, `approved_by`, `still_needed`, `schema`, `decisions`
+//! `edited_by`, `approved_by`, `still_needed`, `schema`, `context`, `decisions`
 //! (`[{"principal", "decision", "at", "message", "args", "fingerprint"}]`),
 //! `expired_at` and `result` (`{"content", "is_error"}` once the call is
 //! over) added; and for `approve`, `edit` and `reject`, `{"approval": …,
@@ -268,6 +268,8 @@ struct DetailView {
     approved_by: Vec<String>,
     still_needed: usize,
     schema: Value,
+    /// What the requesting agent told the people deciding.
+    context: Option<Value>,
     decisions: Vec<DecisionView>,
     expired_at: Option<String>,
     result: Option<ResultView>,
@@ -445,6 +447,7 @@ fn detail(found: &Found) -> DetailView {
             0
         },
         schema: approval.schema.clone(),
+        context: approval.context.clone(),
         decisions: approval
             .decisions
             .iter()
@@ -474,6 +477,38 @@ fn detail(found: &Found) -> DetailView {
             is_error: result.is_error,
         }),
     }
+}
+
+/// The requester's context: text of several lines (a diff, say) as it is,
+/// the rest as JSON.
+fn context_text(context: &Value, style: &Style) -> String {
+    let mut text = String::new();
+    let mut rest = context.clone();
+    if let Value::Object(fields) = &mut rest {
+        let long: Vec<String> = fields
+            .iter()
+            .filter(|(_, value)| value.as_str().is_some_and(|s| s.contains('\n')))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in long {
+            if let Some(Value::String(block)) = fields.remove(&key) {
+                text.push('\n');
+                text.push_str(&style.bold(&format!("Context: {}", clean(&key))));
+                text.push('\n');
+                text.push_str(&indented(&clean(&block), "  "));
+                text.push('\n');
+            }
+        }
+        if fields.is_empty() {
+            return text;
+        }
+    }
+    text.push('\n');
+    text.push_str(&style.bold("Context (from the agent)"));
+    text.push('\n');
+    text.push_str(&indented(&pretty(&rest), "  "));
+    text.push('\n');
+    text
 }
 
 fn show_text(found: &Found, style: &Style, now: i64) -> String {
@@ -556,6 +591,9 @@ fn show_text(found: &Found, style: &Style, now: i64) -> String {
         text.push('\n');
         text.push_str(&indented(&pretty(&approval.call.args), "  "));
         text.push('\n');
+    }
+    if let Some(context) = &approval.context {
+        text.push_str(&context_text(context, style));
     }
 
     text.push('\n');
@@ -662,9 +700,9 @@ fn field_lines(fields: &[(&str, String)]) -> String {
         .collect()
 }
 
-/// Arguments, indented JSON, safe on a terminal: JSON escapes the ASCII
-/// control characters, [`clean`] the others (DEL, C1).
-fn pretty(args: &Map<String, Value>) -> String {
+/// Arguments (or any JSON), indented, safe on a terminal: JSON escapes the
+/// ASCII control characters, [`clean`] the others (DEL, C1).
+fn pretty(args: &impl Serialize) -> String {
     clean(
         &serde_json::to_string_pretty(args).unwrap_or_else(|error| format!("<not JSON: {error}>")),
     )

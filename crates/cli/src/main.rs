@@ -6,6 +6,7 @@ mod context;
 mod demo;
 mod exit;
 mod grants;
+mod mcp;
 mod run;
 mod runs;
 mod serve;
@@ -46,6 +47,7 @@ enum Command {
     Audit(audit::AuditCommand),
     Serve(serve::ServeArgs),
     Worker(worker::WorkerArgs),
+    Mcp(mcp::McpArgs),
     /// API tokens of the approval server: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             Command::Audit(command) => audit::run(command, &cli.store).await,
             Command::Serve(args) => serve::run(args, &cli.store).await,
             Command::Worker(args) => worker::run(args, &cli.store).await,
+            Command::Mcp(args) => mcp::run(args, &cli.store).await,
             Command::Tokens(command) => tokens::run(command, &cli.store).await,
             Command::Webhooks(command) => webhooks::run(command, &cli.store).await,
         }

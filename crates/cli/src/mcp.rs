@@ -1,0 +1,146 @@
+//! `toolgate mcp`: the MCP gateway, on the same store and policy as the
+//! rest of the command line.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use toolgate_mcp::{Downstream, Gateway, GatewayConfig, parse_approve_via, parse_timeout};
+
+use crate::context::StoreArgs;
+use crate::exit;
+
+/// Put toolgate's approvals in front of an MCP server.
+///
+/// Starts the MCP server COMMAND (one per client) and serves the client on
+/// this process's stdin and stdout; or reaches a server over streamable
+/// HTTP (--upstream-url), or serves clients over streamable HTTP
+/// (--listen). Everything passes through unchanged except tool calls:
+/// policy decides each (tools are SERVER:TOOL to rules; with no rule, a
+/// tool annotated readOnlyHint is allowed and any other is asked about). A
+/// call that waits is a pending approval in toolgate's store: the inbox,
+/// the API or `toolgate approvals` decide it, and the client (through
+/// elicitation) or the terminal is asked, per `approve_via`. A tool whose
+/// definition changed since it was first seen is held until its new
+/// definition is approved. Settings: [mcp] in toolgate.toml.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example, as an MCP client's server entry:\n  \
+    toolgate mcp --name files -- npx -y @modelcontextprotocol/server-filesystem ~/notes")]
+pub(crate) struct McpArgs {
+    /// The server's name: its tools are NAME:TOOL to policy rules, grants
+    /// and the inbox. Default: [mcp] name, else the package or program the
+    /// command runs.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Whom to ask about a held call, in order of preference, comma
+    /// separated: client (MCP elicitation, when the client can), terminal
+    /// (/dev/tty, when there is one), inbox (nobody is prompted; the call
+    /// waits for the inbox, the API or `toolgate approvals`). Default: [mcp]
+    /// approve_via, else client,terminal,inbox.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    approve_via: Option<Vec<String>>,
+
+    /// How long a held call waits when its policy rule sets no timeout; it
+    /// is then rejected. Default: [mcp] timeout, else 10m.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+
+    /// Reach the MCP server over streamable HTTP at this URL instead of
+    /// starting a command.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    upstream_url: Option<String>,
+
+    /// Serve MCP clients over streamable HTTP at http://ADDR/mcp instead of
+    /// on stdio (each session gets its own connection to the server).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// The MCP server to start, after `--`: COMMAND ARGS…
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+pub(crate) async fn run(args: McpArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let downstream = match (args.upstream_url, args.command.split_first()) {
+        (Some(url), _) => {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "--upstream-url {url:?} is not an http:// or https:// URL; give the MCP \
+                 server's streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp"
+            );
+            Downstream::Url(url)
+        }
+        (None, Some((program, rest))) => Downstream::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+        },
+        (None, None) => anyhow::bail!(
+            "name the MCP server to put toolgate in front of: `toolgate mcp -- COMMAND ARGS…` \
+             (e.g. `toolgate mcp -- npx -y @modelcontextprotocol/server-filesystem ~/notes`), \
+             or --upstream-url URL"
+        ),
+    };
+    let policy = store_args.policy()?;
+    let mut config = match store_args.config_text()? {
+        Some((text, file)) => GatewayConfig::from_toml_str(&text, &file)?,
+        None => GatewayConfig::default(),
+    };
+    if let Some(name) = args.name {
+        toolgate_mcp::check_name(&name).map_err(|why| anyhow::anyhow!("--name {why}"))?;
+        config.name = Some(name);
+    }
+    if let Some(words) = args.approve_via {
+        config.approve_via = parse_approve_via(words.iter().map(String::as_str))
+            .map_err(|error| anyhow::anyhow!("--approve-via: {error}"))?;
+    }
+    if let Some(timeout) = args.timeout {
+        config.timeout =
+            parse_timeout(&timeout).map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
+    }
+    let store = store_args.open_or_create_store().await?;
+    let gateway = Gateway::new(store, policy, config, downstream)?;
+    match args.listen {
+        None => {
+            gateway.serve_stdio().await?;
+        }
+        Some(listen) => serve_http(&gateway, listen).await?,
+    }
+    Ok(exit::code(exit::SUCCESS))
+}
+
+async fn serve_http(gateway: &Gateway, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen}: is another server there? Choose another with --listen"
+            )
+        })?;
+    let address = listener.local_addr().unwrap_or(listen);
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        address.ip().to_string(),
+    ];
+    hosts.dedup();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let service = gateway.streamable_http(hosts, cancel.clone());
+    let router = axum::Router::new().nest_service("/mcp", service);
+    eprintln!(
+        "toolgate mcp: serving MCP clients at http://{address}/mcp for the server `{}`; Ctrl-C \
+         stops",
+        gateway.name()
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            crate::serve::shutdown_signal().await;
+            cancel.cancel();
+        })
+        .await
+        .context("the gateway's HTTP server failed")?;
+    eprintln!("toolgate mcp: stopped");
+    Ok(())
+}
