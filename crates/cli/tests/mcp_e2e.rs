@@ -476,6 +476,44 @@ async fn a_rejected_write_does_not_happen_and_the_model_is_told_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_cancels_while_it_waits_is_never_made() {
+    let env = Env::new(ASK_WRITES);
+    let client = connect(
+        Person::default(),
+        env.gateway(
+            &["--name", "files", "--approve-via", "inbox"],
+            &filesystem_server(&env.files()),
+        ),
+    )
+    .await;
+    let target = env.files().join("cancelled.txt");
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        call("write_file", json!({"path": target, "content": "x"})),
+    ));
+    let handle = client
+        .peer()
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let approval = env.pending("files:write_file").await;
+    handle
+        .cancel(Some("the user changed their mind".into()))
+        .await
+        .unwrap();
+    // Approved after the client gave up: the call is not made.
+    let id = approval["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let output = env.run(&["approvals", "approve", id]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!target.exists());
+    // The session goes on.
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(!tools.is_empty());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_nobody_decides_fails_closed_at_its_timeout() {
     let env = Env::new(ASK_WRITES);
     let client = connect(
@@ -722,6 +760,16 @@ async fn a_server_that_crashes_is_reported_and_garbage_does_not_stop_the_gateway
     let after = client.call_tool(call("garbage", json!({}))).await.unwrap();
     assert_eq!(content_text(&after), "after garbage");
 
+    // A result that is not a tool result is an error, not a hang.
+    let bad = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.call_tool(call("bad_result", json!({}))),
+    )
+    .await
+    .expect("the gateway answers a bad result");
+    let bad = bad.expect_err("a bad result is an error").to_string();
+    assert!(bad.contains("tools/call"), "{bad}");
+
     let error = client
         .call_tool(call("crash", json!({})))
         .await
@@ -933,6 +981,65 @@ action = "allow"
     );
     client.cancel().await.unwrap();
     everything.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_else_the_person_at_the_terminal_decides() {
+    let env = Env::new(ASK_WRITES);
+    let transcript = env.path("terminal.txt");
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TOOLGATE_USER", "admin")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/with_tty.py"))
+        .arg(&transcript)
+        .args(["Approve? [y]es / [n]o: ", "y"])
+        .args(["Approve? [y]es / [n]o: ", "n"])
+        .args(["Reason, told to the model (Enter for none): ", "too big"])
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_toolgate"))
+        .arg("--db")
+        .arg(env.path("toolgate.db"))
+        .args(["mcp", "--name", "files", "--"])
+        .args(filesystem_server(&env.files()));
+    let client = connect(Person::default(), command).await;
+    let first = env.files().join("first.txt");
+    let result = client
+        .call_tool(call("write_file", json!({"path": first, "content": "one"})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, None, "{result:?}");
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), "one");
+    let second = env.files().join("second.txt");
+    let result = client
+        .call_tool(call(
+            "write_file",
+            json!({"path": second, "content": "two"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(
+        content_text(&result),
+        "terminal:admin rejected this call: too big"
+    );
+    assert!(!second.exists());
+    client.cancel().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !transcript.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the terminal's transcript was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shown = std::fs::read_to_string(&transcript).unwrap();
+    assert!(
+        shown.contains("toolgate: approve the call of `write_file` on the MCP server `files`?"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"content\": \"one\""), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

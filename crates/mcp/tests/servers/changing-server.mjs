@@ -62,6 +62,12 @@ function tools() {
       annotations: readOnly,
     },
     {
+      name: "bad_result",
+      description: "Answers with a result that is not a tool result.",
+      inputSchema: noArgs,
+      annotations: readOnly,
+    },
+    {
       name: "slow",
       description: "Waits the given number of milliseconds, then answers.",
       inputSchema: {
@@ -121,6 +127,14 @@ server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
       // Raw, bypassing the transport (same stream, so the answer follows).
       process.stdout.write("this is not json\n");
       return text("after garbage");
+    case "bad_result":
+      // Raw, bypassing the SDK: `content` must be a list. The SDK's own
+      // answer never comes.
+      writeSync(
+        1,
+        JSON.stringify({ jsonrpc: "2.0", id: extra.requestId, result: { content: "not a list" } }) + "\n",
+      );
+      return new Promise(() => {});
     case "slow": {
       if (typeof args.ms !== "number" || !(args.ms >= 0)) return toolError("ms must be a number >= 0");
       // notifications/cancelled aborts extra.signal; the SDK then sends no answer.
