@@ -315,6 +315,9 @@ fn summary(entry: &AuditEntry) -> String {
             format!("{principal} {what} {approval_id}{grant}")
         }
         Event::ApprovalExpired { approval_id } => format!("approval {approval_id} expired"),
+        Event::CallWithdrawn { approval_id, .. } => {
+            format!("the agent withdrew the call of approval {approval_id}")
+        }
         Event::ToolStarted { call_id, .. } => format!("call {call_id} started"),
         Event::ToolFinished { call_id, outcome } => match outcome {
             Outcome::Output { output } => {

@@ -500,12 +500,24 @@ async fn a_call_the_client_cancels_while_it_waits_is_never_made() {
         .cancel(Some("the user changed their mind".into()))
         .await
         .unwrap();
-    // Approved after the client gave up: the call is not made.
+    // The approval is withdrawn: approving it now is refused, and the call
+    // is not made.
     let id = approval["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = env.json(&["approvals", "show", id, "--json"]);
+        if shown["status"] == "cancelled" {
+            assert_eq!(
+                shown["result"]["content"],
+                "The agent withdrew this call: the MCP client cancelled the call, or went away"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let output = env.run(&["approvals", "approve", id]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!output.status.success());
     assert!(!target.exists());
     // The session goes on.
     let tools = client.list_all_tools().await.unwrap();

@@ -115,6 +115,15 @@ pub enum Event {
         /// The approval.
         approval_id: String,
     },
+    /// The outside agent that asked gave up waiting (its client went, or
+    /// cancelled): the approval is cancelled and the call will not be made.
+    CallWithdrawn {
+        /// The approval.
+        approval_id: String,
+        /// Why, as the agent said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A tool is about to run. Committed before the tool is called.
     ToolStarted {
         /// The call.
@@ -167,6 +176,7 @@ impl Event {
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::DecisionRecorded { .. } => "decision_recorded",
             Event::ApprovalExpired { .. } => "approval_expired",
+            Event::CallWithdrawn { .. } => "call_withdrawn",
             Event::ToolStarted { .. } => "tool_started",
             Event::ToolFinished { .. } => "tool_finished",
             Event::ToolInDoubt { .. } => "tool_in_doubt",
@@ -813,6 +823,22 @@ impl RunState {
                             &call.call.id,
                             format!("Nobody approved this call{waited}, so it was rejected."),
                         ));
+                    }
+                }
+            }
+            Event::CallWithdrawn {
+                approval_id,
+                reason,
+            } => {
+                if let Some(call) = self.call_by_approval_mut(approval_id) {
+                    let approval = call.approval.as_mut().expect("found by its approval");
+                    if approval.status == ApprovalStatus::Pending {
+                        approval.status = ApprovalStatus::Cancelled;
+                        let text = match reason {
+                            Some(reason) => format!("The agent withdrew this call: {reason}"),
+                            None => "The agent withdrew this call.".to_owned(),
+                        };
+                        call.result = Some(ToolMessage::error(&call.call.id, text));
                     }
                 }
             }

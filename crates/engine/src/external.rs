@@ -359,6 +359,56 @@ pub async fn report_call(
     .into())
 }
 
+/// Withdraws the call of approval `approval_id` for `principal`, the outside
+/// agent whose run holds it, when it will not make the call whatever is
+/// decided (its client went away, say): a pending approval is cancelled,
+/// and the people deciding see why. One that was decided already is left
+/// as it is. Returns the approval's row as it then stands.
+pub async fn withdraw_call(
+    store: &dyn Store,
+    principal: &Principal,
+    approval_id: &str,
+    reason: Option<String>,
+    now: i64,
+) -> Result<toolgate_core::store::ApprovalRow, RequestError> {
+    let row = store.approval(approval_id).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut run = Loaded::load(store, &row.run_id).await?;
+        if !run.state.external {
+            return Err(RequestError::NotExternal { run_id: row.run_id });
+        }
+        let owner = run.state.principal.clone().unwrap_or_default();
+        if owner != principal.name && principal.role != Role::Admin {
+            return Err(RequestError::Forbidden {
+                run_id: row.run_id,
+                owner,
+                principal: principal.name.clone(),
+            });
+        }
+        let pending = run
+            .state
+            .approval(approval_id)
+            .is_some_and(|approval| approval.status == ApprovalStatus::Pending);
+        if !pending {
+            return Ok(store.approval(approval_id).await?);
+        }
+        let withdrawn = Event::CallWithdrawn {
+            approval_id: approval_id.to_owned(),
+            reason: reason.clone(),
+        };
+        match append_events(store, &mut run, vec![withdrawn], Vec::new(), now).await {
+            Ok(()) => return Ok(store.approval(approval_id).await?),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EngineError::Contended {
+        run_id: row.run_id,
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
 fn check_name(what: &str, text: &str) -> Result<(), RequestError> {
     let fine = (1..=MAX_NAME).contains(&text.len())
         && text

@@ -55,7 +55,9 @@ pub use decide::{
     resolve_in_doubt,
 };
 pub use detail::{ApprovalDetail, approval_detail};
-pub use external::{CallReport, CallRequest, RequestError, report_call, request_call};
+pub use external::{
+    CallReport, CallRequest, RequestError, report_call, request_call, withdraw_call,
+};
 
 use toolgate_core::store::StoreError;
 use toolgate_core::{ModelError, ToolError};

@@ -13,6 +13,7 @@ use toolgate_core::store::Store;
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
     CallReport, CallRequest, DecisionRequest, RequestError, decide, report_call, request_call,
+    withdraw_call,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -248,4 +249,66 @@ async fn grants_can_be_left_out_so_that_only_policy_or_people_clear_a_call() {
         .await
         .unwrap();
     assert_eq!(asked.row.status, ApprovalStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_withdrawn_call_is_cancelled_and_can_no_longer_be_approved() {
+    let (store, _dir) = store();
+    let held = request_call(
+        &*store,
+        &Policy::default(),
+        &agent(),
+        request("files:write_file", ToolHints::default()),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let stranger = Principal::new("mcp:other", Role::Agent);
+    let refused = withdraw_call(&*store, &stranger, &held.row.id, None, NOW + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RequestError::Forbidden { .. }),
+        "{refused}"
+    );
+
+    let row = withdraw_call(
+        &*store,
+        &agent(),
+        &held.row.id,
+        Some("the client cancelled the call".into()),
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(row.status, ApprovalStatus::Cancelled);
+    let detail = toolgate_engine::approval_detail(&*store, &held.row.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        detail.refusal(),
+        Some("The agent withdrew this call: the client cancelled the call")
+    );
+    let alice = Principal::new("alice", Role::Approver);
+    let late = decide(
+        &*store,
+        &alice,
+        &held.row.id,
+        &held.row.fingerprint,
+        DecisionRequest::Approve,
+        None,
+        NOW + 2,
+    )
+    .await;
+    assert!(late.is_err(), "{late:?}");
+    // Withdrawing a decided call changes nothing.
+    let again = withdraw_call(&*store, &agent(), &held.row.id, None, NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(again.status, ApprovalStatus::Cancelled);
+    assert_eq!(
+        store.load("session-1").await.unwrap().len(),
+        4,
+        "one withdrawal in the log"
+    );
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::ApprovalRow;
 use toolgate_core::{Principal, Role};
-use toolgate_engine::{DecisionRequest, decide, expire_approval};
+use toolgate_engine::{DecisionRequest, decide, expire_approval, withdraw_call};
 
 use crate::config::ApproveVia;
 use crate::session::Session;
@@ -134,6 +134,15 @@ impl Session {
                 _ = ticker.tick() => progress.tick(context, waiting.clone()).await,
                 () = changed => {}
                 () = context.ct.cancelled() => {
+                    // Whatever is decided now, the call will not be made:
+                    // the people deciding are told so.
+                    let now = (self.shared.clock)();
+                    let reason = Some("the MCP client cancelled the call, or went away".to_owned());
+                    if let Err(error) =
+                        withdraw_call(store, &self.shared.principal, &row.id, reason, now).await
+                    {
+                        eprintln!("toolgate mcp: approval {} was not withdrawn: {error}", row.id);
+                    }
                     return Err(ErrorData::internal_error(
                         "the call was cancelled by the client while it waited for approval",
                         None,
