@@ -104,6 +104,18 @@ impl Env {
         command.into()
     }
 
+    /// A client (who cannot be asked) of the gateway in front of the
+    /// filesystem server, named `files`, with `args` besides.
+    async fn files_client(&self, args: &[&str]) -> RunningService<RoleClient, Person> {
+        let mut all = vec!["--name", "files"];
+        all.extend_from_slice(args);
+        connect(
+            Person::default(),
+            self.gateway(&all, &filesystem_server(&self.files())),
+        )
+        .await
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         common::run_piped(self.toolgate(args), "")
     }
@@ -448,14 +460,7 @@ async fn a_write_waits_for_the_http_api_and_happens_once_approved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_write_does_not_happen_and_the_model_is_told_why() {
     let env = Env::new(ASK_WRITES);
-    let client = connect(
-        Person::default(),
-        env.gateway(
-            &["--name", "files", "--approve-via", "inbox"],
-            &filesystem_server(&env.files()),
-        ),
-    )
-    .await;
+    let client = env.files_client(&["--approve-via", "inbox"]).await;
     let target = env.files().join("rejected.txt");
     let peer = client.peer().clone();
     let args = json!({"path": target, "content": "never"});
@@ -478,14 +483,7 @@ async fn a_rejected_write_does_not_happen_and_the_model_is_told_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_the_client_cancels_while_it_waits_is_never_made() {
     let env = Env::new(ASK_WRITES);
-    let client = connect(
-        Person::default(),
-        env.gateway(
-            &["--name", "files", "--approve-via", "inbox"],
-            &filesystem_server(&env.files()),
-        ),
-    )
-    .await;
+    let client = env.files_client(&["--approve-via", "inbox"]).await;
     let target = env.files().join("cancelled.txt");
     let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
         call("write_file", json!({"path": target, "content": "x"})),
@@ -574,11 +572,7 @@ action = "deny"
 reason = "this folder is read-only for agents"
 "#,
     );
-    let client = connect(
-        Person::default(),
-        env.gateway(&["--name", "files"], &filesystem_server(&env.files())),
-    )
-    .await;
+    let client = env.files_client(&[]).await;
     let target = env.files().join("denied.txt");
     let result = client
         .call_tool(call("write_file", json!({"path": target, "content": "x"})))

@@ -283,17 +283,7 @@ pub async fn report_call(
     for _ in 0..MAX_ATTEMPTS {
         let events = store.load(&row.run_id).await?;
         let mut run = Loaded::of(&row.run_id, &events);
-        if !run.state.external {
-            return Err(RequestError::NotExternal { run_id: row.run_id });
-        }
-        let owner = run.state.principal.clone().unwrap_or_default();
-        if owner != principal.name && principal.role != Role::Admin {
-            return Err(RequestError::Forbidden {
-                run_id: row.run_id,
-                owner,
-                principal: principal.name.clone(),
-            });
-        }
+        check_owner(&run, principal)?;
         let Some(approval) = run.state.approval(approval_id) else {
             return Err(RequestError::Invalid(format!(
                 "approval {approval_id} is not in the log of run {}",
@@ -374,17 +364,7 @@ pub async fn withdraw_call(
     let row = store.approval(approval_id).await?;
     for _ in 0..MAX_ATTEMPTS {
         let mut run = Loaded::load(store, &row.run_id).await?;
-        if !run.state.external {
-            return Err(RequestError::NotExternal { run_id: row.run_id });
-        }
-        let owner = run.state.principal.clone().unwrap_or_default();
-        if owner != principal.name && principal.role != Role::Admin {
-            return Err(RequestError::Forbidden {
-                run_id: row.run_id,
-                owner,
-                principal: principal.name.clone(),
-            });
-        }
+        check_owner(&run, principal)?;
         let pending = run
             .state
             .approval(approval_id)
@@ -407,6 +387,25 @@ pub async fn withdraw_call(
         attempts: MAX_ATTEMPTS,
     }
     .into())
+}
+
+/// Refuses an engine run, and another principal's run (unless an admin
+/// asks).
+fn check_owner(run: &Loaded, principal: &Principal) -> Result<(), RequestError> {
+    if !run.state.external {
+        return Err(RequestError::NotExternal {
+            run_id: run.run_id.clone(),
+        });
+    }
+    let owner = run.state.principal.clone().unwrap_or_default();
+    if owner != principal.name && principal.role != Role::Admin {
+        return Err(RequestError::Forbidden {
+            run_id: run.run_id.clone(),
+            owner,
+            principal: principal.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 fn check_name(what: &str, text: &str) -> Result<(), RequestError> {
