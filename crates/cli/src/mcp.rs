@@ -141,6 +141,7 @@ async fn serve_http(gateway: &Gateway, listen: SocketAddr) -> anyhow::Result<()>
         })
         .await
         .context("the gateway's HTTP server failed")?;
+    gateway.finish().await;
     eprintln!("toolgate mcp: stopped");
     Ok(())
 }

@@ -355,15 +355,20 @@ async fn listing_passes_through_and_a_read_only_call_runs_at_once() {
             .iter()
             .all(|a| a["decided_by"] == "policy (default)")
     );
-    // Each call's end follows it into the log, after the reply.
-    let run = approved[0]["run_id"].as_str().unwrap().to_owned();
+    // Each call is a run of its own; its end follows it into the log,
+    // after the reply.
+    let runs: Vec<String> = approved
+        .iter()
+        .map(|a| a["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_ne!(runs[0], runs[1]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let export = env.run(&["audit", "export", "--json"]);
         let kinds: Vec<String> = text(&export.stdout)
             .lines()
             .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .filter(|entry| entry["run_id"] == run.as_str())
+            .filter(|entry| runs.iter().any(|run| entry["run_id"] == run.as_str()))
             .map(|entry| entry["kind"].as_str().unwrap().to_owned())
             .collect();
         let finished = kinds.iter().filter(|kind| *kind == "tool_finished").count();

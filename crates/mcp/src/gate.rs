@@ -130,7 +130,7 @@ impl Session {
         let shared = self.shared.clone();
         let approval_id = row.id.clone();
         // Off the reply's path: the call has happened either way.
-        tokio::spawn(async move {
+        self.shared.reports.spawn(async move {
             let now = (shared.clock)();
             if let Err(error) = report_call(
                 &*shared.store,
@@ -171,7 +171,10 @@ impl Session {
     ) -> Result<toolgate_engine::ApprovalDetail, RequestError> {
         let annotations = tool.annotations.as_ref();
         let mut request = CallRequest::new(qualified, args);
-        request.run_id = Some(self.state.run_id.clone());
+        // A run per call, all of the session's in one thread: a call never
+        // waits on reading the session's earlier ones, and a grant for the
+        // thread covers the session.
+        request.thread = Some(self.state.thread.clone());
         request.schema = Some(Value::Object((*tool.input_schema).clone()));
         request.description = tool.description.as_ref().map(ToString::to_string);
         request.hints = ToolHints {

@@ -22,9 +22,9 @@
 //!    through MCP elicitation, or the terminal. It waits at most the rule's
 //!    timeout (else [`GatewayConfig::timeout`]), reporting progress to the
 //!    client, then fails closed.
-//! 4. **Audit.** The call, its verdict, who decided and how it ended are in
-//!    the run `mcp-…` of the session, signed and chained like every other
-//!    run's.
+//! 4. **Audit.** Each call is an external run of its own, in the session's
+//!    thread (`mcp-…`): the call, its verdict, who decided and how it
+//!    ended, signed and chained like every other run's.
 //!
 //! A call that does not run (denied, rejected, expired, held) gets a tool
 //! result with `isError: true` and a message the model can act on.
@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// One question at a time on the terminal.
     pub(crate) terminal: Arc<tokio::sync::Mutex<()>>,
+    /// The outcomes being recorded after their replies: waited for before
+    /// the gateway exits, so that none is lost.
+    pub(crate) reports: tokio_util::task::TaskTracker,
 }
 
 /// A gateway in front of one MCP server.
@@ -118,6 +121,7 @@ impl Gateway {
                 pins,
                 clock: system_clock(),
                 terminal: Arc::new(tokio::sync::Mutex::new(())),
+                reports: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -156,7 +160,25 @@ impl Gateway {
             Err(error) => Err(error),
         };
         session.stop();
+        self.finish().await;
         result
+    }
+
+    /// Waits (a while at most) for the outcomes still being recorded; for
+    /// a process that is about to exit.
+    pub async fn finish(&self) {
+        self.shared.reports.close();
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.shared.reports.wait(),
+        )
+        .await;
+        if waited.is_err() {
+            eprintln!(
+                "toolgate mcp: {} call outcome(s) could not be recorded before exiting",
+                self.shared.reports.len()
+            );
+        }
     }
 
     /// A streamable HTTP service (for `axum::Router::nest_service`) that

@@ -42,8 +42,8 @@ pub struct Session {
 }
 
 pub(crate) struct SessionState {
-    /// The external run that holds this session's calls.
-    pub(crate) run_id: String,
+    /// The thread of this session's calls (each is an external run).
+    pub(crate) thread: String,
     pub(crate) server: OnceLock<Server>,
     pub(crate) progress: Arc<ProgressRoutes>,
     /// The server's tools as last listed.
@@ -82,7 +82,7 @@ impl Session {
         Session {
             shared,
             state: Arc::new(SessionState {
-                run_id: format!("mcp-{}", uuid::Uuid::now_v7()),
+                thread: format!("mcp-{}", uuid::Uuid::now_v7()),
                 server: OnceLock::new(),
                 progress: Arc::new(ProgressRoutes::default()),
                 tools: Mutex::new(HashMap::new()),
@@ -91,9 +91,10 @@ impl Session {
         }
     }
 
-    /// The run that holds this session's calls in toolgate's store.
-    pub fn run_id(&self) -> &str {
-        &self.state.run_id
+    /// The thread of this session's calls in toolgate's store: each call
+    /// is a run of its own in it.
+    pub fn thread(&self) -> &str {
+        &self.state.thread
     }
 
     /// Closes the session's connection to the server.
