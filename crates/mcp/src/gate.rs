@@ -17,7 +17,7 @@ use toolgate_engine::{
 };
 
 use crate::ask::{Progress, Question};
-use crate::pins::{PinCheck, fingerprint};
+use crate::pins::{Listed, PinCheck};
 use crate::session::Session;
 
 /// The longest arguments shown in a question, in characters.
@@ -30,7 +30,7 @@ impl Session {
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
         let name = request.params.name.to_string();
-        let Some(tool) = self.tool(&name, &context.ct).await? else {
+        let Some(listed) = self.tool(&name, &context.ct).await? else {
             return Err(ErrorData::invalid_params(
                 format!(
                     "Unknown tool: {name} (the MCP server `{}` does not list it)",
@@ -40,16 +40,14 @@ impl Session {
             ));
         };
         let mut progress = Progress::new(context.meta.get_progress_token());
-        if let Some(refusal) = self.check_pin(&tool, &context, &mut progress).await? {
+        if let Some(refusal) = self.check_pin(&listed, &context, &mut progress).await? {
             return Ok(refused(refusal));
         }
+        let tool = &listed.tool;
 
         let args = request.params.arguments.clone().unwrap_or_default();
         let qualified = format!("{}:{name}", self.shared.name);
-        let detail = match self
-            .request(&tool, &qualified, args.clone(), &context)
-            .await
-        {
+        let detail = match self.request(tool, &qualified, args.clone(), &context).await {
             Ok(detail) => detail,
             Err(RequestError::InvalidArguments(error)) => {
                 return Ok(refused(format!("toolgate did not make the call: {error}")));
@@ -68,7 +66,7 @@ impl Session {
                         "the call of `{name}` on the MCP server `{}`",
                         self.shared.name
                     ),
-                    body: show_call(&tool, &args, &detail.row),
+                    body: show_call(tool, &args, &detail.row),
                 };
                 self.wait_for_decision(&detail.row, question, &context, &mut progress)
                     .await?
@@ -224,17 +222,17 @@ impl Session {
     /// accepted.
     async fn check_pin(
         &self,
-        tool: &Tool,
+        listed: &Listed,
         context: &RequestContext<RoleServer>,
         progress: &mut Progress,
     ) -> Result<Option<String>, ErrorData> {
         let store = &*self.shared.store;
         let now = (self.shared.clock)();
-        let name = tool.name.to_string();
+        let name = listed.tool.name.to_string();
         let detail = match self
             .shared
             .pins
-            .check(store, &self.shared.principal, tool, now)
+            .check(store, &self.shared.principal, listed, now)
             .await
         {
             Ok(PinCheck::Trusted) => return Ok(None),
@@ -272,10 +270,7 @@ impl Session {
                 .args
                 .get("fingerprint")
                 .and_then(Value::as_str)
-                .map_or_else(
-                    || fingerprint(&crate::pins::definition(tool)),
-                    str::to_owned,
-                );
+                .map_or_else(|| listed.fingerprint.clone(), str::to_owned);
             self.shared.pins.trust(&name, &fingerprint);
             return Ok(None);
         }

@@ -44,6 +44,27 @@ pub(crate) struct Pins {
     changed: Policy,
 }
 
+/// A tool as the server listed it, with its pinned definition and that
+/// definition's fingerprint, computed once per listing rather than per call.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pub(crate) tool: Tool,
+    pub(crate) definition: Value,
+    pub(crate) fingerprint: String,
+}
+
+impl Listed {
+    pub(crate) fn of(tool: Tool) -> Listed {
+        let definition = definition(&tool);
+        let fingerprint = fingerprint(&definition);
+        Listed {
+            tool,
+            definition,
+            fingerprint,
+        }
+    }
+}
+
 /// The parts of a tool's definition that are pinned, as JSON.
 pub(crate) fn definition(tool: &Tool) -> Value {
     let mut definition = Map::new();
@@ -118,13 +139,12 @@ impl Pins {
         &self,
         store: &dyn Store,
         principal: &Principal,
-        tool: &Tool,
+        listed: &Listed,
         now: i64,
     ) -> Result<PinCheck, RequestError> {
-        let name = tool.name.to_string();
-        let definition = definition(tool);
-        let fingerprint = fingerprint(&definition);
-        if self.trusted.lock().expect("not poisoned").get(&name) == Some(&fingerprint) {
+        let name = listed.tool.name.to_string();
+        let fingerprint = &listed.fingerprint;
+        if self.trusted.lock().expect("not poisoned").get(&name) == Some(fingerprint) {
             return Ok(PinCheck::Trusted);
         }
         let state = match store.load(&self.run_id).await {
@@ -139,7 +159,8 @@ impl Pins {
             if args.get("tool").and_then(Value::as_str) != Some(name.as_str()) {
                 continue;
             }
-            let same = args.get("fingerprint").and_then(Value::as_str) == Some(&fingerprint);
+            let same =
+                args.get("fingerprint").and_then(Value::as_str) == Some(fingerprint.as_str());
             match approval.status {
                 ApprovalStatus::Approved => {
                     trusted = args.get("definition").cloned();
@@ -153,36 +174,19 @@ impl Pins {
         }
         let Some(trusted) = trusted else {
             // First use: trusted as it is.
-            self.record(
-                store,
-                principal,
-                &name,
-                &definition,
-                &fingerprint,
-                None,
-                now,
-            )
-            .await?;
-            self.trust(&name, &fingerprint);
+            self.record(store, principal, listed, None, now).await?;
+            self.trust(&name, fingerprint);
             return Ok(PinCheck::Trusted);
         };
-        if self::fingerprint(&trusted) == fingerprint {
-            self.trust(&name, &fingerprint);
+        if self::fingerprint(&trusted) == *fingerprint {
+            self.trust(&name, fingerprint);
             return Ok(PinCheck::Trusted);
         }
         let detail = match pending {
             Some(approval_id) => approval_detail(store, &approval_id).await?,
             None => {
-                self.record(
-                    store,
-                    principal,
-                    &name,
-                    &definition,
-                    &fingerprint,
-                    Some(&trusted),
-                    now,
-                )
-                .await?
+                self.record(store, principal, listed, Some(&trusted), now)
+                    .await?
             }
         };
         Ok(PinCheck::Changed(Box::new(detail)))
@@ -190,21 +194,20 @@ impl Pins {
 
     /// Records a definition: trusted at once when `before` is `None`,
     /// else an approval of the change from `before`.
-    #[expect(clippy::too_many_arguments, reason = "one private call site each")]
     async fn record(
         &self,
         store: &dyn Store,
         principal: &Principal,
-        tool: &str,
-        definition: &Value,
-        fingerprint: &str,
+        listed: &Listed,
         before: Option<&Value>,
         now: i64,
     ) -> Result<ApprovalDetail, RequestError> {
+        let tool = listed.tool.name.as_ref();
+        let definition = &listed.definition;
         let mut args = Map::new();
         args.insert("server".to_owned(), json!(self.server));
         args.insert("tool".to_owned(), json!(tool));
-        args.insert("fingerprint".to_owned(), json!(fingerprint));
+        args.insert("fingerprint".to_owned(), json!(listed.fingerprint));
         args.insert("definition".to_owned(), definition.clone());
         let mut request = CallRequest::new(PIN_TOOL, args);
         request.run_id = Some(self.run_id.clone());

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::downstream::{Connection, ExitWatch, connect};
+use crate::pins::Listed;
 use crate::relay::{ProgressRoute, ProgressRoutes, Relay, forward_with, is_gone, service_error};
 
 /// One client's session with the gateway, and the gateway's with the
@@ -47,7 +48,7 @@ pub(crate) struct SessionState {
     pub(crate) server: OnceLock<Server>,
     pub(crate) progress: Arc<ProgressRoutes>,
     /// The server's tools as last listed.
-    pub(crate) tools: Mutex<HashMap<String, Tool>>,
+    pub(crate) tools: Mutex<HashMap<String, Arc<Listed>>>,
     pub(crate) tools_changed: Arc<AtomicBool>,
 }
 
@@ -147,17 +148,7 @@ impl Session {
                 None,
             ));
         };
-        let mut result = InitializeResult::new(info.capabilities.clone());
-        result.protocol_version = info.protocol_version.clone();
-        result.server_info = info.server_info.clone().unwrap_or_else(|| {
-            serde_json::from_value::<Implementation>(json!({
-                "name": self.shared.name,
-                "version": "unknown",
-            }))
-            .expect("an implementation is a name and a version")
-        });
-        result.instructions = info.instructions.clone();
-        result.meta = info.meta.clone();
+        let result = self.server_info(&info);
         let server = Server {
             peer,
             exit,
@@ -170,6 +161,22 @@ impl Session {
             ));
         }
         Ok(result)
+    }
+
+    /// What the client is told of the server: the server's own answer.
+    fn server_info(&self, info: &rmcp::model::ServerPeerInfo) -> InitializeResult {
+        let mut result = InitializeResult::new(info.capabilities.clone());
+        result.protocol_version = info.protocol_version.clone();
+        result.server_info = info.server_info.clone().unwrap_or_else(|| {
+            serde_json::from_value::<Implementation>(json!({
+                "name": self.shared.name,
+                "version": "unknown",
+            }))
+            .expect("an implementation is a name and a version")
+        });
+        result.instructions = info.instructions.clone();
+        result.meta = info.meta.clone();
+        result
     }
 
     /// Forwards a request to the server, routing its progress to the
@@ -229,7 +236,7 @@ impl Session {
     pub(crate) fn remember_tools(&self, tools: &[Tool]) {
         let mut known = self.state.tools.lock().expect("not poisoned");
         for tool in tools {
-            known.insert(tool.name.to_string(), tool.clone());
+            known.insert(tool.name.to_string(), Arc::new(Listed::of(tool.clone())));
         }
     }
 
@@ -240,10 +247,10 @@ impl Session {
         &self,
         name: &str,
         ct: &CancellationToken,
-    ) -> Result<Option<Tool>, ErrorData> {
+    ) -> Result<Option<Arc<Listed>>, ErrorData> {
         let changed = self.state.tools_changed.swap(false, Ordering::SeqCst);
         if !changed && let Some(tool) = self.state.tools.lock().expect("not poisoned").get(name) {
-            return Ok(Some(tool.clone()));
+            return Ok(Some(Arc::clone(tool)));
         }
         let mut cursor: Option<String> = None;
         let mut listed = HashMap::new();
@@ -264,14 +271,14 @@ impl Session {
                 ));
             };
             for tool in page.tools {
-                listed.insert(tool.name.to_string(), tool);
+                listed.insert(tool.name.to_string(), Arc::new(Listed::of(tool)));
             }
             cursor = page.next_cursor;
             if cursor.is_none() {
                 break;
             }
         }
-        let found = listed.get(name).cloned();
+        let found = listed.get(name).map(Arc::clone);
         *self.state.tools.lock().expect("not poisoned") = listed;
         Ok(found)
     }
@@ -542,18 +549,15 @@ impl ServerHandler for Session {
     }
 
     fn get_info(&self) -> InitializeResult {
-        let mut info = InitializeResult::new(Default::default());
-        if let Some(server) = self.state.server.get()
-            && let Some(peer) = server.peer.peer_info()
+        match self
+            .state
+            .server
+            .get()
+            .and_then(|server| server.peer.peer_info())
         {
-            info = InitializeResult::new(peer.capabilities.clone());
-            info.protocol_version = peer.protocol_version.clone();
-            info.instructions = peer.instructions.clone();
-            if let Some(server_info) = peer.server_info.clone() {
-                info.server_info = server_info;
-            }
+            Some(peer) => self.server_info(&peer),
+            None => InitializeResult::new(Default::default()),
         }
-        info
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
