@@ -1,6 +1,7 @@
 //! Tools, tool calls, and the checks that stand between a model's call and a
 //! tool's function.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -358,24 +359,60 @@ impl Tools {
 /// [`ToolError::InvalidSchema`] when `schema` does not compile, and
 /// [`ToolError::InvalidArguments`] with every problem found.
 pub fn check_args(tool: &str, schema: &Value, args: &Map<String, Value>) -> Result<(), ToolError> {
-    let validator =
-        jsonschema::validator_for(schema).map_err(|error| ToolError::InvalidSchema {
+    with_validator(schema, |validator| {
+        let validator = validator.map_err(|message| ToolError::InvalidSchema {
             tool: tool.to_owned(),
-            message: error.to_string(),
+            message: message.to_owned(),
         })?;
-    let args = Value::Object(args.clone());
-    let problems: Vec<ArgumentProblem> = validator
-        .iter_errors(&args)
-        .map(|error| argument_problem(&error))
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ToolError::InvalidArguments {
-            tool: tool.to_owned(),
-            problems,
-        })
-    }
+        let args = Value::Object(args.clone());
+        let problems: Vec<ArgumentProblem> = validator
+            .iter_errors(&args)
+            .map(|error| argument_problem(&error))
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ToolError::InvalidArguments {
+                tool: tool.to_owned(),
+                problems,
+            })
+        }
+    })
+}
+
+/// How many compiled schemas each thread keeps for [`check_args`].
+const KEPT_VALIDATORS: usize = 8;
+
+/// A schema compiled, or why it does not compile.
+type Compiled = Result<jsonschema::Validator, String>;
+
+thread_local! {
+    /// The schemas [`check_args`] used last on this thread, compiled, most
+    /// recent first. An outside agent or a gateway sends the same few
+    /// schemas call after call, and compiling one costs far more than
+    /// comparing it.
+    static VALIDATORS: RefCell<Vec<(Value, Compiled)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `schema` compiled, compiling it only if it is not among
+/// the schemas seen last.
+fn with_validator<R>(
+    schema: &Value,
+    f: impl FnOnce(Result<&jsonschema::Validator, &str>) -> R,
+) -> R {
+    VALIDATORS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        match kept.iter().position(|(known, _)| known == schema) {
+            Some(0) => {}
+            Some(at) => kept[..=at].rotate_right(1),
+            None => {
+                let compiled = jsonschema::validator_for(schema).map_err(|error| error.to_string());
+                kept.truncate(KEPT_VALIDATORS - 1);
+                kept.insert(0, (schema.clone(), compiled));
+            }
+        }
+        f(kept[0].1.as_ref().map_err(String::as_str))
+    })
 }
 
 /// Tool names that every major provider accepts.
@@ -461,6 +498,40 @@ mod tests {
         }
         async fn call(&self, args: Map<String, Value>) -> Result<Value, ToolError> {
             Ok(Value::Object(args))
+        }
+    }
+
+    #[test]
+    fn check_args_keeps_each_schema_apart() {
+        // More schemas than are kept, in turn, twice: each call is checked
+        // against its own schema, compiled or kept, and a schema that does
+        // not compile is refused every time.
+        let schemas: Vec<Value> = (0..KEPT_VALIDATORS + 3)
+            .map(|i| {
+                json!({
+                    "type": "object",
+                    "properties": {format!("n{i}"): {"type": "integer", "maximum": i}},
+                    "required": [format!("n{i}")]
+                })
+            })
+            .collect();
+        let broken = json!({"type": "no such type"});
+        for _ in 0..2 {
+            for (i, schema) in schemas.iter().enumerate() {
+                let fits = json!({format!("n{i}"): i});
+                let too_big = json!({format!("n{i}"): i + 1});
+                let other = json!({format!("n{}", i + 1): 0});
+                assert!(check_args("t", schema, fits.as_object().unwrap()).is_ok());
+                for bad in [too_big, other] {
+                    let error = check_args("t", schema, bad.as_object().unwrap()).unwrap_err();
+                    assert!(
+                        matches!(error, ToolError::InvalidArguments { .. }),
+                        "{error}"
+                    );
+                }
+                let error = check_args("t", &broken, &Map::new()).unwrap_err();
+                assert!(matches!(error, ToolError::InvalidSchema { .. }), "{error}");
+            }
         }
     }
 
