@@ -400,6 +400,25 @@ pub trait Store: Send + Sync {
     /// version. Each event becomes an audit entry; decisions are signed.
     async fn append(&self, append: Append) -> Result<u64, StoreError>;
 
+    /// Appends as [`Store::append`] does, all or nothing and visible to
+    /// every reader at once, but may answer before the commit is on disk:
+    /// it is written at once, so that a crash of this process loses
+    /// nothing, and made durable by the store's next durable commit, or
+    /// by the store itself within a short bound (the SQLite store syncs
+    /// within 20 ms; PostgreSQL's WAL writer within three times its
+    /// `wal_writer_delay`, 600 ms by default). Only a crash of the machine
+    /// in that window loses it, and then only it and what came after.
+    ///
+    /// For records whose caller tells nobody that they are stored, such as
+    /// the outcome of a call whose result was already handed on: the sync
+    /// is then shared with the next durable commit instead of delaying it.
+    /// Never for a decision, a call's start, or anything acknowledged.
+    ///
+    /// The default is [`Store::append`].
+    async fn append_deferred(&self, append: Append) -> Result<u64, StoreError> {
+        self.append(append).await
+    }
+
     /// A run's log, oldest first; [`StoreError::NotFound`] for an unknown
     /// run.
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError>;

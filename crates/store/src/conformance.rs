@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $make;
             append_and_load_round_trip,
             load_since_gives_only_the_newer_events,
+            deferred_appends_are_appends,
             wrong_expected_version_conflicts_and_writes_nothing,
             creating_an_existing_run_conflicts,
             empty_append_is_refused,
@@ -208,6 +209,87 @@ pub async fn load_since_gives_only_the_newer_events(store: Arc<dyn Store>) {
     assert_eq!(ok(store.load_since("run-1", 7).await), Vec::new());
     assert_not_found(store.load_since("nope", 0).await, "run", "nope");
     assert_not_found(store.load_since("nope", 2).await, "run", "nope");
+}
+
+/// A deferred append is an append in all but when it reaches the disk: it
+/// is seen at once by every reader, numbered and chained with the durable
+/// ones around it, and refused the same way when its version is wrong.
+pub async fn deferred_appends_are_appends(store: Arc<dyn Store>) {
+    let first = vec![
+        started("Email Bob"),
+        model_turn("call-1", "bob@example.com"),
+    ];
+    assert_eq!(ok(store.append(append("run-1", 0, first.clone())).await), 2);
+    let finished = vec![
+        tool_started("call-1", "bob@example.com"),
+        tool_finished("call-1"),
+    ];
+    assert_eq!(
+        ok(store
+            .append_deferred(append("run-1", 2, finished.clone()))
+            .await),
+        4
+    );
+    assert_eq!(
+        ok(store.load_since("run-1", 2).await)
+            .into_iter()
+            .map(|e| e.event)
+            .collect::<Vec<_>>(),
+        finished,
+        "a deferred append is read back at once"
+    );
+    assert_eq!(
+        ok(store.runs(&RunQuery::default()).await),
+        vec![run_row("run-1", 4)]
+    );
+    assert_conflict(
+        store
+            .append_deferred(append("run-1", 2, vec![run_completed()]))
+            .await,
+        "run-1",
+        2,
+        4,
+    );
+
+    // Deferred and durable appends of many runs at once, as a gateway's
+    // outcomes and its next calls are.
+    let appends: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let run_id = format!("run-x{i}");
+                let made = append(&run_id, 0, vec![started("Many")]);
+                let made = if i % 2 == 0 {
+                    store.append_deferred(made).await
+                } else {
+                    store.append(made).await
+                };
+                assert_eq!(ok(made), 1);
+                let done = append(&run_id, 1, vec![run_completed()]);
+                let done = if i % 3 == 0 {
+                    store.append(done).await
+                } else {
+                    store.append_deferred(done).await
+                };
+                assert_eq!(ok(done), 2);
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.expect("an append task panicked");
+    }
+    assert_eq!(
+        ok(store
+            .append(append("run-1", 4, vec![run_completed()]))
+            .await),
+        5
+    );
+    let entries = verified_audit(&*store).await;
+    assert_eq!(
+        seqs(&entries),
+        (1..=37).collect::<Vec<_>>(),
+        "5 events of run-1 and 2 of each of 16 runs, one chain"
+    );
 }
 
 /// An append computed from another version than the log's fails with the

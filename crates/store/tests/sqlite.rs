@@ -573,3 +573,101 @@ async fn event_times_survive_a_run_row_with_another_creation_time() {
     );
     assert_eq!(runs[0].updated_at, i64::MAX);
 }
+
+/// Waits until the writer has synced the log `syncs` times, for at most 5 s.
+async fn wait_for_syncs(store: &SqliteStore, syncs: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.writer_stats().syncs < syncs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.writer_stats().syncs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deferred_append_is_synced_by_the_next_durable_commit_or_by_the_writer() {
+    let (_dir, path, store) = fresh();
+    let store = Arc::new(store);
+    store
+        .append(append("run-1", 0, vec![started("Email Bob")]))
+        .await
+        .unwrap();
+    let durable = store.writer_stats();
+    assert_eq!(
+        (durable.transactions, durable.syncs),
+        (1, 1),
+        "a durable commit is a sync"
+    );
+
+    // Alone, a deferred append is committed at once (another connection
+    // reads it) and synced by the writer itself soon after, once.
+    store
+        .append_deferred(append(
+            "run-1",
+            1,
+            vec![model_turn("call-1", "bob@example.com")],
+        ))
+        .await
+        .unwrap();
+    let other = Connection::open(&path).unwrap();
+    let events: i64 = other
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(events, 2, "the deferred commit is in the file");
+    assert_eq!(
+        wait_for_syncs(&store, 2).await,
+        2,
+        "{:?}",
+        store.writer_stats()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = store.writer_stats();
+    assert_eq!((stats.transactions, stats.syncs), (2, 2), "{stats:?}");
+
+    // In a batch with a durable append, the deferred one shares its sync,
+    // and the writer adds none of its own.
+    let lock = Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append(append("first", 0, vec![started("Wait")]))
+                .await
+        })
+    };
+    while store.writer_stats().requests == stats.requests {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let deferred = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append_deferred(append("run-1", 2, vec![run_completed()]))
+                .await
+        })
+    };
+    let durable = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append(append("run-2", 0, vec![started("Email Carol")]))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.execute_batch("COMMIT").unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(deferred.await.unwrap().unwrap(), 3);
+    assert_eq!(durable.await.unwrap().unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = store.writer_stats();
+    assert_eq!(
+        (
+            after.transactions - stats.transactions,
+            after.syncs - stats.syncs
+        ),
+        (2, 2),
+        "the first append, then the two queued behind it in one durable transaction: {after:?}"
+    );
+    assert_eq!(verify(&store).await, Ok(5));
+}

@@ -357,12 +357,23 @@ pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String 
 
 impl PgStore {
     /// The append's transaction: see [`Store::append`].
-    async fn append_prepared(&self, append: &AppendJson) -> Result<u64, StoreError> {
+    async fn append_prepared(
+        &self,
+        append: &AppendJson,
+        deferred: bool,
+    ) -> Result<u64, StoreError> {
         let run = &append.run;
         let what = || format!("cannot append to run {}", run.id);
         let sql = |error: tokio_postgres::Error| failed(what(), &error);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(sql)?;
+        if deferred {
+            // The commit answers before the WAL is flushed; the WAL writer
+            // flushes it soon after, as does any later durable commit.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(sql)?;
+        }
         // First the head: every writer takes turns here, so what is read
         // below is what the last writer committed.
         let mut head = lock_head(&tx, &what).await?;
@@ -520,7 +531,12 @@ impl PgStore {
 impl Store for PgStore {
     async fn append(&self, append: Append) -> Result<u64, StoreError> {
         let append = AppendJson::new(append)?;
-        self.append_prepared(&append).await
+        self.append_prepared(&append, false).await
+    }
+
+    async fn append_deferred(&self, append: Append) -> Result<u64, StoreError> {
+        let append = AppendJson::new(append)?;
+        self.append_prepared(&append, true).await
     }
 
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {

@@ -66,8 +66,12 @@ pub struct SqliteStore {
 pub struct WriterStats {
     /// Write requests served (appends, grant uses and revocations).
     pub requests: u64,
-    /// Transactions committed: each one sync of the disk.
+    /// Transactions committed.
     pub transactions: u64,
+    /// Times the log was synced to disk: each durable transaction, and the
+    /// writer's own syncs of deferred ones that no durable one covered in
+    /// time.
+    pub syncs: u64,
     /// The most requests one transaction held.
     pub largest_batch: u64,
 }
@@ -109,6 +113,7 @@ impl SqliteStore {
         WriterStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             transactions: self.counters.transactions.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
             largest_batch: self.counters.largest.load(Ordering::Relaxed),
         }
     }
@@ -177,6 +182,12 @@ impl Drop for SqliteStore {
 impl Store for SqliteStore {
     async fn append(&self, append: Append) -> Result<u64, StoreError> {
         let append = Box::new(PreparedAppend::new(append)?);
+        self.write(|reply| Request::Append(append, reply)).await
+    }
+
+    async fn append_deferred(&self, append: Append) -> Result<u64, StoreError> {
+        let mut append = Box::new(PreparedAppend::new(append)?);
+        append.deferred = true;
         self.write(|reply| Request::Append(append, reply)).await
     }
 

@@ -11,6 +11,12 @@
 //! runs again with each request in its own savepoint, so that the error
 //! undoes only that request.
 //!
+//! A deferred append ([`toolgate_core::store::Store::append_deferred`])
+//! commits without waiting for the disk when its whole batch is deferred;
+//! syncing the log file makes every frame before it durable, so the next
+//! durable commit covers it, and should none come within
+//! [`DEFERRED_SYNC`], the writer syncs the log itself.
+//!
 //! The writer keeps the audit log's head (the last entry's sequence number
 //! and hash) in memory, and advances it only for requests whose savepoint
 //! was released and whose transaction committed. If another process wrote
@@ -18,11 +24,12 @@
 //! head again.
 
 use std::any::Any;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -42,6 +49,10 @@ const MAX_BATCH: usize = 512;
 
 /// How many requests may wait for the writer before callers wait to queue.
 const QUEUE: usize = 4 * MAX_BATCH;
+
+/// The longest a deferred commit waits for a durable one to sync it before
+/// the writer syncs the log itself.
+pub(crate) const DEFERRED_SYNC: Duration = Duration::from_millis(20);
 
 /// Where the writer sends a request's answer.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -75,6 +86,8 @@ pub(crate) struct Revoke {
 /// An append, checked and turned into JSON text by the caller, so that the
 /// one writer thread spends its time on nothing but the database.
 pub(crate) struct PreparedAppend {
+    /// Whether the append may answer before its commit is on disk.
+    pub(crate) deferred: bool,
     expected_version: u64,
     /// The run's row; its id is the append's run.
     run: RunRow,
@@ -121,6 +134,7 @@ impl PreparedAppend {
             })
             .collect();
         Ok(PreparedAppend {
+            deferred: false,
             expected_version: json.expected_version,
             run_key: codes::id_value(&json.run.id),
             run: json.run,
@@ -136,6 +150,7 @@ impl PreparedAppend {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) transactions: AtomicU64,
+    pub(crate) syncs: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) largest: AtomicU64,
 }
@@ -158,6 +173,15 @@ struct Writer {
     /// another connection (another process) commits.
     data_version: i64,
     counters: Arc<Counters>,
+    /// When the oldest commit not yet on disk was made: a deferred one that
+    /// no durable commit has synced since.
+    unsynced: Option<Instant>,
+    /// The write-ahead log, opened the first time the writer syncs it
+    /// itself, and kept open (closing a file descriptor of a file drops
+    /// the process's POSIX locks on it).
+    wal: Option<File>,
+    /// Why the writer must stop after answering the batch at hand.
+    stopping: Option<String>,
 }
 
 /// What a request came to, kept until the transaction's fate is known.
@@ -256,6 +280,9 @@ pub(crate) fn spawn(
         head,
         data_version,
         counters,
+        unsynced: None,
+        wal: None,
+        stopping: None,
     };
     let (sender, receiver) = mpsc::channel(QUEUE);
     let thread = std::thread::Builder::new()
@@ -268,8 +295,40 @@ pub(crate) fn spawn(
 impl Writer {
     /// Serves requests until every sender is gone (the store was dropped).
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        // Waiting for a request with a time limit, while a deferred commit
+        // is not yet on disk, takes a runtime's timer.
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(timer) => timer,
+            Err(error) => {
+                eprintln!(
+                    "toolgate: the writer of the store {} cannot start its timer: {error}",
+                    self.path.display()
+                );
+                return;
+            }
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = requests.blocking_recv() {
+        loop {
+            let next = match self.unsynced {
+                None => requests.blocking_recv(),
+                Some(since) => {
+                    let left = (since + DEFERRED_SYNC).saturating_duration_since(Instant::now());
+                    // The timer must be made inside the runtime.
+                    let next =
+                        timer.block_on(async { tokio::time::timeout(left, requests.recv()).await });
+                    match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.sync_wal();
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(first) = next else { break };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match requests.try_recv() {
@@ -278,6 +337,50 @@ impl Writer {
                 }
             }
             self.commit(&mut batch);
+            if let Some(why) = self.stopping.take() {
+                eprintln!("toolgate: the store's writer stops: {why}");
+                break;
+            }
+            if self
+                .unsynced
+                .is_some_and(|since| since.elapsed() >= DEFERRED_SYNC)
+            {
+                self.sync_wal();
+            }
+        }
+        if self.unsynced.is_some() {
+            self.sync_wal();
+        }
+    }
+
+    /// Syncs the write-ahead log, which makes every commit in it durable.
+    fn sync_wal(&mut self) {
+        let mut path = self.path.clone().into_os_string();
+        path.push("-wal");
+        let synced = match &self.wal {
+            Some(wal) => wal.sync_data(),
+            None => File::open(&path).and_then(|wal| {
+                wal.sync_data()?;
+                self.wal = Some(wal);
+                Ok(())
+            }),
+        };
+        match synced {
+            Ok(()) => {
+                self.unsynced = None;
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                // Tried again after another wait; the next durable commit
+                // syncs the log too, or fails and says why.
+                self.wal = None;
+                self.unsynced = Some(Instant::now());
+                eprintln!(
+                    "toolgate: cannot sync the store's log {}: {error}; the outcomes recorded \
+                     last are not yet safe from a crash of the machine",
+                    Path::new(&path).display()
+                );
+            }
         }
     }
 
@@ -295,10 +398,41 @@ impl Writer {
         self.counters.requests.fetch_add(size, Ordering::Relaxed);
         self.counters.largest.fetch_max(size, Ordering::Relaxed);
         let now = toolgate_core::time::to_millis(SystemTime::now());
+        // One durable request makes the whole batch durable, and with it
+        // every deferred commit before it.
+        let deferred = batch
+            .iter()
+            .all(|request| matches!(request, Request::Append(append, _) if append.deferred));
+        if deferred && let Err(error) = self.statement("PRAGMA synchronous = NORMAL") {
+            let why = format!(
+                "cannot write to the store {}: {}",
+                self.path.display(),
+                sqlite_error(&error)
+            );
+            batch.drain(..).for_each(|r| r.fail(&why));
+            return;
+        }
         let result = match self.transaction(batch, now, false) {
             Err(Abandoned::NeedsSavepoints) => self.transaction(batch, now, true),
             other => other,
         };
+        if deferred && let Err(error) = self.statement("PRAGMA synchronous = FULL") {
+            // The writer must not go on without full durability: it stops
+            // once this batch is answered.
+            self.stopping = Some(format!(
+                "the store {} cannot return to full durability: {}",
+                self.path.display(),
+                sqlite_error(&error)
+            ));
+        }
+        if result.is_ok() {
+            if deferred {
+                self.unsynced.get_or_insert_with(Instant::now);
+            } else {
+                self.unsynced = None;
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match result {
             Ok(outcomes) => {
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
