@@ -832,27 +832,44 @@ pub(crate) async fn append_events(
     grants: Vec<Grant>,
     now: i64,
 ) -> Result<(), StoreError> {
+    let append = fold_append(run, events, grants, now);
+    store.append(append).await?;
+    Ok(())
+}
+
+/// [`append_events`] with [`Store::append_deferred`].
+pub(crate) async fn append_events_deferred(
+    store: &dyn Store,
+    run: &mut Loaded,
+    events: Vec<Event>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let append = fold_append(run, events, Vec::new(), now);
+    store.append_deferred(append).await?;
+    Ok(())
+}
+
+/// Folds `events` into `run` and makes the append that stores them.
+fn fold_append(run: &mut Loaded, events: Vec<Event>, grants: Vec<Grant>, now: i64) -> Append {
     let expected_version = run.state.version;
     let before = ApprovalMarks::of(&run.state);
     for event in &events {
         run.state.apply(event);
     }
     let approvals = changed_approvals(&run.run_id, &before, &run.state, now);
-    store
-        .append(Append {
-            run_id: run.run_id.clone(),
-            expected_version,
-            events,
-            run: run_row(&run.run_id, &run.state, run.created_at, now),
-            approvals,
-            grants,
-            lease: None,
-        })
-        .await?;
-    Ok(())
+    Append {
+        run_id: run.run_id.clone(),
+        expected_version,
+        events,
+        run: run_row(&run.run_id, &run.state, run.created_at, now),
+        approvals,
+        grants,
+        lease: None,
+    }
 }
 
 /// A run's fold, with what its rows need.
+#[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) run_id: String,
     pub(crate) state: RunState,

@@ -17,7 +17,7 @@ use toolgate_core::run::{ApprovalStatus, Event, Gate, Outcome, RunState};
 use toolgate_core::store::{Store, StoreError, StoredEvent};
 use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
 
-use crate::agent::{Loaded, append_events, gate_call};
+use crate::agent::{Loaded, append_events, append_events_deferred, gate_call};
 use crate::detail::ApprovalDetail;
 use crate::rows::approval_row;
 use crate::{EngineError, new_id};
@@ -125,6 +125,21 @@ pub async fn request_call(
     request: CallRequest,
     now: i64,
 ) -> Result<ApprovalDetail, RequestError> {
+    Ok(request_call_kept(store, policy, principal, request, now)
+        .await?
+        .detail)
+}
+
+/// [`request_call`] for an agent in this process that makes the call and
+/// reports its start and end with [`RequestedCall::report`], which starts
+/// from the run as this append left it instead of reading it back.
+pub async fn request_call_kept(
+    store: &dyn Store,
+    policy: &Policy,
+    principal: &Principal,
+    request: CallRequest,
+    now: i64,
+) -> Result<RequestedCall, RequestError> {
     check_name("tool name", &request.tool)?;
     if let Some(run_id) = &request.run_id {
         check_name("run id", run_id)?;
@@ -141,9 +156,16 @@ pub async fn request_call(
     }
     check_args(&request.tool, &schema, &request.args).map_err(RequestError::InvalidArguments)?;
     let run_id = request.run_id.clone().unwrap_or_else(new_id);
+    // A run id just made is nobody's yet: there is nothing to read.
+    let mut fresh = request.run_id.is_none();
     let principal_name = Value::String(principal.name.clone());
     for _ in 0..MAX_ATTEMPTS {
-        let mut log = match store.load(&run_id).await {
+        let loaded = if fresh {
+            Ok(Vec::new())
+        } else {
+            store.load(&run_id).await
+        };
+        let mut log = match loaded {
             Ok(log) => log,
             Err(StoreError::NotFound { .. }) => Vec::new(),
             Err(error) => return Err(error.into()),
@@ -223,7 +245,8 @@ pub async fn request_call(
                 schema: schema.clone(),
             },
         ];
-        if request.start && cleared {
+        let started = request.start && cleared;
+        if started {
             events.push(Event::ToolStarted {
                 call_id: call.id.clone(),
                 args: call.args.clone(),
@@ -243,10 +266,21 @@ pub async fn request_call(
                     .approval(&approval_id)
                     .expect("the approval was just appended");
                 let row = approval_row(&run_id, approval, Some(now));
-                return Ok(ApprovalDetail::of(row, &log)
-                    .expect("the log has the approval: it was just appended"));
+                let detail = ApprovalDetail::of(row, &log)
+                    .expect("the log has the approval: it was just appended");
+                return Ok(RequestedCall {
+                    detail,
+                    kept: Some(Kept {
+                        run,
+                        started,
+                        finished: false,
+                    }),
+                });
             }
-            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::Conflict { .. }) => {
+                fresh = false;
+                continue;
+            }
             Err(error) => return Err(error.into()),
         }
     }
@@ -267,6 +301,82 @@ pub enum CallReport {
     Finished(Outcome),
 }
 
+/// A call recorded by [`request_call_kept`].
+#[derive(Debug)]
+pub struct RequestedCall {
+    detail: ApprovalDetail,
+    /// The run as the last append of this process left it; `None` once
+    /// it may be behind the store.
+    kept: Option<Kept>,
+}
+
+impl RequestedCall {
+    /// The call's approval, as recorded.
+    pub fn detail(&self) -> &ApprovalDetail {
+        &self.detail
+    }
+
+    /// Records in the audit log what `principal`, the agent whose run
+    /// holds the call, says of it, as [`report_call`] does. The run is
+    /// read back only if someone else wrote to it since (a person deciding
+    /// the call, say). The end of a call is appended with
+    /// [`Store::append_deferred`]: it shares the sync of the store's next
+    /// commit, so that reporting it does not delay the next call; report
+    /// it after the call's result was handed on.
+    pub async fn report(
+        &mut self,
+        store: &dyn Store,
+        principal: &Principal,
+        report: CallReport,
+        now: i64,
+    ) -> Result<(), RequestError> {
+        let row = &self.detail.row;
+        let call = Reported {
+            approval_id: &row.id,
+            run_id: &row.run_id,
+            defer_end: true,
+        };
+        report_in(store, principal, call, &mut self.kept, report, now).await
+    }
+}
+
+/// A run's fold, with whether its log has the start and the end of the
+/// call reported on.
+#[derive(Debug)]
+struct Kept {
+    run: Loaded,
+    started: bool,
+    finished: bool,
+}
+
+impl Kept {
+    /// Run `run_id` as stored, for reports on approval `approval_id`.
+    async fn load(store: &dyn Store, run_id: &str, approval_id: &str) -> Result<Kept, StoreError> {
+        let events = store.load(run_id).await?;
+        let run = Loaded::of(run_id, &events);
+        let call_id = run
+            .state
+            .approval(approval_id)
+            .map(|approval| approval.call.id.clone());
+        // A cleared call is the agent's: its start and end are in the log,
+        // not in the fold, which handed the call over.
+        let has = |kind: fn(&Event, &str) -> bool| {
+            call_id
+                .as_deref()
+                .is_some_and(|id| events.iter().any(|stored| kind(&stored.event, id)))
+        };
+        Ok(Kept {
+            started: has(
+                |event, id| matches!(event, Event::ToolStarted { call_id, .. } if call_id == id),
+            ),
+            finished: has(
+                |event, id| matches!(event, Event::ToolFinished { call_id, .. } if call_id == id),
+            ),
+            run,
+        })
+    }
+}
+
 /// Records in the audit log what `principal`, the outside agent whose run
 /// holds approval `approval_id`, says of that call: that it started, or
 /// how it ended. A call must be cleared (approved, edited, or allowed by
@@ -280,73 +390,139 @@ pub async fn report_call(
     now: i64,
 ) -> Result<(), RequestError> {
     let row = store.approval(approval_id).await?;
+    let call = Reported {
+        approval_id,
+        run_id: &row.run_id,
+        defer_end: false,
+    };
+    report_in(store, principal, call, &mut None, report, now).await
+}
+
+/// The call a report is on.
+struct Reported<'a> {
+    approval_id: &'a str,
+    run_id: &'a str,
+    /// Whether its end may be appended with [`Store::append_deferred`]:
+    /// only when the agent is in this process and has handed the call's
+    /// result on already; one that reports over the API is told that the
+    /// report is stored.
+    defer_end: bool,
+}
+
+/// Reports on `call`, starting from `kept` (or from the store when it is
+/// `None`, or behind); leaves in `kept` the run as the report left it.
+async fn report_in(
+    store: &dyn Store,
+    principal: &Principal,
+    call: Reported<'_>,
+    kept: &mut Option<Kept>,
+    report: CallReport,
+    now: i64,
+) -> Result<(), RequestError> {
+    let Reported {
+        approval_id,
+        run_id,
+        defer_end,
+    } = call;
     for _ in 0..MAX_ATTEMPTS {
-        let events = store.load(&row.run_id).await?;
-        let mut run = Loaded::of(&row.run_id, &events);
-        check_owner(&run, principal)?;
-        let Some(approval) = run.state.approval(approval_id) else {
-            return Err(RequestError::Invalid(format!(
-                "approval {approval_id} is not in the log of run {}",
-                row.run_id
-            )));
+        let from_kept = kept.is_some();
+        let Kept {
+            mut run,
+            started,
+            finished,
+        } = match kept.take() {
+            Some(kept) => kept,
+            None => Kept::load(store, run_id, approval_id).await?,
         };
-        if !matches!(
-            approval.status,
-            ApprovalStatus::Approved | ApprovalStatus::Edited
-        ) {
-            return Err(RequestError::Invalid(format!(
-                "the call of approval {approval_id} is {}, not cleared to run: nothing to report",
-                approval.status
-            )));
-        }
-        // A cleared call is the agent's: its start and end are in the log,
-        // not in the fold, which handed the call over.
-        let call_id = approval.call.id.as_str();
-        let started = events.iter().any(
-            |stored| matches!(&stored.event, Event::ToolStarted { call_id: id, .. } if id == call_id),
-        );
-        let finished = events.iter().any(
-            |stored| matches!(&stored.event, Event::ToolFinished { call_id: id, .. } if id == call_id),
-        );
-        let start = Event::ToolStarted {
-            call_id: call_id.to_owned(),
-            args: approval.args.clone(),
+        let events = match report_events(&run, principal, approval_id, (started, finished), &report)
+        {
+            Ok(events) => events,
+            // What this process kept may be behind the store: a person may
+            // have decided the call since.
+            Err(_) if from_kept => continue,
+            Err(error) => return Err(error),
         };
-        let events = match &report {
-            CallReport::Started if started => {
-                return Err(RequestError::Invalid(format!(
-                    "the call of approval {approval_id} was already reported started"
-                )));
-            }
-            CallReport::Started => vec![start],
-            CallReport::Finished(_) if finished => {
-                return Err(RequestError::Invalid(format!(
-                    "the call of approval {approval_id} was already reported finished"
-                )));
-            }
-            CallReport::Finished(outcome) => {
-                let finish = Event::ToolFinished {
-                    call_id: call_id.to_owned(),
-                    outcome: outcome.clone(),
-                };
-                if started {
-                    vec![finish]
-                } else {
-                    vec![start, finish]
-                }
-            }
+        let ends = matches!(report, CallReport::Finished(_));
+        let appended = if ends && defer_end {
+            append_events_deferred(store, &mut run, events, now).await
+        } else {
+            append_events(store, &mut run, events, Vec::new(), now).await
         };
-        match append_events(store, &mut run, events, Vec::new(), now).await {
-            Ok(()) => return Ok(()),
+        match appended {
+            Ok(()) => {
+                *kept = Some(Kept {
+                    run,
+                    started: true,
+                    finished: finished || ends,
+                });
+                return Ok(());
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(error) => return Err(error.into()),
         }
     }
     Err(EngineError::Contended {
-        run_id: row.run_id,
+        run_id: run_id.to_owned(),
         attempts: MAX_ATTEMPTS,
     }
     .into())
+}
+
+/// The events that record `report` on approval `approval_id` of `run`,
+/// whose log has the call's start and end as `(started, finished)` say.
+fn report_events(
+    run: &Loaded,
+    principal: &Principal,
+    approval_id: &str,
+    (started, finished): (bool, bool),
+    report: &CallReport,
+) -> Result<Vec<Event>, RequestError> {
+    let run_id = &run.run_id;
+    check_owner(run, principal)?;
+    let Some(approval) = run.state.approval(approval_id) else {
+        return Err(RequestError::Invalid(format!(
+            "approval {approval_id} is not in the log of run {run_id}"
+        )));
+    };
+    if !matches!(
+        approval.status,
+        ApprovalStatus::Approved | ApprovalStatus::Edited
+    ) {
+        return Err(RequestError::Invalid(format!(
+            "the call of approval {approval_id} is {}, not cleared to run: nothing to report",
+            approval.status
+        )));
+    }
+    let call_id = approval.call.id.as_str();
+    let start = Event::ToolStarted {
+        call_id: call_id.to_owned(),
+        args: approval.args.clone(),
+    };
+    let events = match report {
+        CallReport::Started if started => {
+            return Err(RequestError::Invalid(format!(
+                "the call of approval {approval_id} was already reported started"
+            )));
+        }
+        CallReport::Started => vec![start],
+        CallReport::Finished(_) if finished => {
+            return Err(RequestError::Invalid(format!(
+                "the call of approval {approval_id} was already reported finished"
+            )));
+        }
+        CallReport::Finished(outcome) => {
+            let finish = Event::ToolFinished {
+                call_id: call_id.to_owned(),
+                outcome: outcome.clone(),
+            };
+            if started {
+                vec![finish]
+            } else {
+                vec![start, finish]
+            }
+        }
+    };
+    Ok(events)
 }
 
 /// Withdraws the call of approval `approval_id` for `principal`, the outside

@@ -56,7 +56,8 @@ pub use decide::{
 };
 pub use detail::{ApprovalDetail, approval_detail};
 pub use external::{
-    CallReport, CallRequest, RequestError, report_call, request_call, withdraw_call,
+    CallReport, CallRequest, RequestError, RequestedCall, report_call, request_call,
+    request_call_kept, withdraw_call,
 };
 
 use toolgate_core::store::StoreError;

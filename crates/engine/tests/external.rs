@@ -13,7 +13,7 @@ use toolgate_core::store::Store;
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
     CallReport, CallRequest, DecisionRequest, RequestError, decide, report_call, request_call,
-    withdraw_call,
+    request_call_kept, withdraw_call,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -310,5 +310,137 @@ async fn a_withdrawn_call_is_cancelled_and_can_no_longer_be_approved() {
         store.load("session-1").await.unwrap().len(),
         4,
         "one withdrawal in the log"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_call_reports_from_its_own_fold_and_reads_the_store_when_behind() {
+    let (store, _dir) = store();
+    let policy = Policy::default();
+    // A new run: nothing to read before recording the call.
+    let mut held = CallRequest::new("files:write_file", Map::new());
+    held.start = true;
+    let mut call = request_call_kept(&*store, &policy, &agent(), held, NOW)
+        .await
+        .unwrap();
+    let row = call.detail().row.clone();
+    assert_eq!(row.status, ApprovalStatus::Pending);
+    let early = call
+        .report(&*store, &agent(), CallReport::Started, NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        early.to_string(),
+        format!(
+            "the call of approval {} is pending, not cleared to run: nothing to report",
+            row.id
+        )
+    );
+
+    // Decided by a person since: the kept fold is behind, and the report
+    // reads the run again.
+    let alice = Principal::new("alice", Role::Approver);
+    decide(
+        &*store,
+        &alice,
+        &row.id,
+        &row.fingerprint,
+        DecisionRequest::Approve,
+        None,
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    let stranger = Principal::new("mcp:other", Role::Agent);
+    let refused = call
+        .report(&*store, &stranger, CallReport::Started, NOW + 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RequestError::Forbidden { .. }),
+        "{refused}"
+    );
+    call.report(&*store, &agent(), CallReport::Started, NOW + 2)
+        .await
+        .unwrap();
+    let output = Outcome::Output {
+        output: json!({"written": 12}),
+    };
+    call.report(
+        &*store,
+        &agent(),
+        CallReport::Finished(output.clone()),
+        NOW + 3,
+    )
+    .await
+    .unwrap();
+    let twice = call
+        .report(&*store, &agent(), CallReport::Finished(output), NOW + 4)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        twice.to_string(),
+        format!(
+            "the call of approval {} was already reported finished",
+            row.id
+        )
+    );
+    let log = store.load(&row.run_id).await.unwrap();
+    assert_eq!(
+        kinds(&log),
+        [
+            "call_requested",
+            "gate_verdict",
+            "approval_requested",
+            "decision_recorded",
+            "tool_started",
+            "tool_finished"
+        ]
+    );
+
+    // A call cleared at once, whose end another report recorded first:
+    // the kept fold does not know, and the store refuses the second end.
+    let mut cleared = request("files:read_file", read_only());
+    cleared.start = true;
+    let mut call = request_call_kept(&*store, &policy, &agent(), cleared, NOW + 5)
+        .await
+        .unwrap();
+    let id = call.detail().row.id.clone();
+    report_call(
+        &*store,
+        &agent(),
+        &id,
+        CallReport::Finished(Outcome::Error {
+            error: "gone".into(),
+        }),
+        NOW + 6,
+    )
+    .await
+    .unwrap();
+    let late = call
+        .report(
+            &*store,
+            &agent(),
+            CallReport::Finished(Outcome::Error {
+                error: "again".into(),
+            }),
+            NOW + 7,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.to_string(),
+        format!("the call of approval {id} was already reported finished")
+    );
+    let log = store.load("session-1").await.unwrap();
+    assert_eq!(
+        kinds(&log),
+        [
+            "call_requested",
+            "gate_verdict",
+            "approval_requested",
+            "tool_started",
+            "tool_finished"
+        ]
     );
 }

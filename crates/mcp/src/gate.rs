@@ -13,7 +13,7 @@ use toolgate_core::run::{ApprovalStatus, Outcome};
 use toolgate_core::store::ApprovalRow;
 use toolgate_core::{ToolError, ToolHints};
 use toolgate_engine::{
-    CallReport, CallRequest, RequestError, approval_detail, report_call, request_call,
+    CallReport, CallRequest, RequestError, RequestedCall, approval_detail, request_call_kept,
 };
 
 use crate::ask::{Progress, Question};
@@ -47,8 +47,8 @@ impl Session {
 
         let args = request.params.arguments.clone().unwrap_or_default();
         let qualified = format!("{}:{name}", self.shared.name);
-        let detail = match self.request(tool, &qualified, args.clone(), &context).await {
-            Ok(detail) => detail,
+        let mut requested = match self.request(tool, &qualified, args.clone(), &context).await {
+            Ok(requested) => requested,
             Err(RequestError::InvalidArguments(error)) => {
                 return Ok(refused(format!("toolgate did not make the call: {error}")));
             }
@@ -59,6 +59,7 @@ impl Session {
                 )));
             }
         };
+        let detail = requested.detail();
         let row = match detail.row.status {
             ApprovalStatus::Pending => {
                 let question = Question {
@@ -84,14 +85,9 @@ impl Session {
         let principal = &self.shared.principal;
         let store = &*self.shared.store;
         if !started_with_approval
-            && let Err(error) = report_call(
-                store,
-                principal,
-                &row.id,
-                CallReport::Started,
-                (self.shared.clock)(),
-            )
-            .await
+            && let Err(error) = requested
+                .report(store, principal, CallReport::Started, (self.shared.clock)())
+                .await
         {
             return Ok(refused(format!(
                 "toolgate could not record that the call starts, so it did not make it: {error}"
@@ -130,14 +126,14 @@ impl Session {
         // Off the reply's path: the call has happened either way.
         self.shared.reports.spawn(async move {
             let now = (shared.clock)();
-            if let Err(error) = report_call(
-                &*shared.store,
-                &shared.principal,
-                &approval_id,
-                CallReport::Finished(outcome),
-                now,
-            )
-            .await
+            if let Err(error) = requested
+                .report(
+                    &*shared.store,
+                    &shared.principal,
+                    CallReport::Finished(outcome),
+                    now,
+                )
+                .await
             {
                 eprintln!(
                     "toolgate mcp: the outcome of approval {approval_id} was not recorded: {error}"
@@ -166,7 +162,7 @@ impl Session {
         qualified: &str,
         args: serde_json::Map<String, Value>,
         context: &RequestContext<RoleServer>,
-    ) -> Result<toolgate_engine::ApprovalDetail, RequestError> {
+    ) -> Result<RequestedCall, RequestError> {
         let annotations = tool.annotations.as_ref();
         let mut request = CallRequest::new(qualified, args);
         // A run per call, all of the session's in one thread: a call never
@@ -193,7 +189,7 @@ impl Session {
         request.start = true;
         let store = &*self.shared.store;
         let now = (self.shared.clock)();
-        match request_call(
+        match request_call_kept(
             store,
             &self.shared.policy,
             &self.shared.principal,
@@ -205,7 +201,7 @@ impl Session {
             // A schema toolgate cannot read is the server's to enforce.
             Err(RequestError::InvalidArguments(ToolError::InvalidSchema { .. })) => {
                 request.schema = None;
-                request_call(
+                request_call_kept(
                     store,
                     &self.shared.policy,
                     &self.shared.principal,
