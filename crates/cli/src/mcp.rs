@@ -5,8 +5,18 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use toolgate_mcp::{Downstream, Gateway, GatewayConfig, parse_approve_via, parse_timeout};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+use toolgate::Role;
+use toolgate::store::Store;
+use toolgate_mcp::{
+    Downstream, Gateway, GatewayConfig, HttpCaller, parse_approve_via, parse_timeout,
+};
+use toolgate_server::Problem;
 
 use crate::context::StoreArgs;
 use crate::exit;
@@ -53,9 +63,18 @@ pub(crate) struct McpArgs {
     upstream_url: Option<String>,
 
     /// Serve MCP clients over streamable HTTP at http://ADDR/mcp instead of
-    /// on stdio (each session gets its own connection to the server).
+    /// on stdio (each session gets its own connection to the server). Each
+    /// request needs `Authorization: Bearer TOKEN`, a toolgate token of an
+    /// agent or an admin (`toolgate tokens create --role agent --name
+    /// NAME`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// With --listen on a loopback address: serve clients without a token
+    /// (anyone on this machine can then call the server's tools through
+    /// the gateway, under its policy).
+    #[arg(long, requires = "listen")]
+    no_auth: bool,
 
     /// The MCP server to start, after `--`: COMMAND ARGS…
     #[arg(last = true, value_name = "COMMAND")]
@@ -82,6 +101,16 @@ pub(crate) async fn run(args: McpArgs, store_args: &StoreArgs) -> anyhow::Result
              or --upstream-url URL"
         ),
     };
+    if args.no_auth
+        && let Some(listen) = args.listen
+        && !listen.ip().is_loopback()
+    {
+        anyhow::bail!(
+            "--no-auth would let anyone who can reach {listen} call the server's tools; it is \
+             only allowed on a loopback address (127.0.0.1, ::1). Give clients tokens instead: \
+             `toolgate tokens create --role agent --name NAME`"
+        );
+    }
     let policy = store_args.policy()?;
     let mut config = match store_args.config_text()? {
         Some((text, file)) => GatewayConfig::from_toml_str(&text, &file)?,
@@ -100,17 +129,24 @@ pub(crate) async fn run(args: McpArgs, store_args: &StoreArgs) -> anyhow::Result
             parse_timeout(&timeout).map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
     }
     let store = store_args.open_or_create_store().await?;
+    let tokens = (!args.no_auth).then(|| Arc::clone(&store));
     let gateway = Gateway::new(store, policy, config, downstream)?;
     match args.listen {
         None => {
             gateway.serve_stdio().await?;
         }
-        Some(listen) => serve_http(&gateway, listen).await?,
+        Some(listen) => serve_http(&gateway, listen, tokens).await?,
     }
     Ok(exit::code(exit::SUCCESS))
 }
 
-async fn serve_http(gateway: &Gateway, listen: SocketAddr) -> anyhow::Result<()> {
+/// Serves clients over streamable HTTP; with `tokens`, only those whose
+/// bearer token is a live agent's or admin's in that store.
+async fn serve_http(
+    gateway: &Gateway,
+    listen: SocketAddr,
+    tokens: Option<Arc<dyn Store>>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -128,10 +164,16 @@ async fn serve_http(gateway: &Gateway, listen: SocketAddr) -> anyhow::Result<()>
     hosts.dedup();
     let cancel = tokio_util::sync::CancellationToken::new();
     let service = gateway.streamable_http(hosts, cancel.clone());
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    let who = if let Some(store) = tokens {
+        router = router.layer(axum::middleware::from_fn_with_state(store, require_token));
+        "clients with an agent's or admin's token"
+    } else {
+        "any client on this machine (--no-auth)"
+    };
     eprintln!(
-        "toolgate mcp: serving MCP clients at http://{address}/mcp for the server `{}`; Ctrl-C \
-         stops",
+        "toolgate mcp: serving MCP clients at http://{address}/mcp for the server `{}`, to \
+         {who}; Ctrl-C stops",
         gateway.name()
     );
     axum::serve(listener, router)
@@ -144,4 +186,31 @@ async fn serve_http(gateway: &Gateway, listen: SocketAddr) -> anyhow::Result<()>
     gateway.finish().await;
     eprintln!("toolgate mcp: stopped");
     Ok(())
+}
+
+/// Lets through requests whose bearer token is a live agent's or admin's,
+/// marked with who made them; answers others with 401 or 403.
+async fn require_token(
+    State(store): State<Arc<dyn Store>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let now = toolgate::time::to_millis(std::time::SystemTime::now());
+    let token = match toolgate_server::bearer_token(&*store, request.headers(), now).await {
+        Ok(token) => token,
+        Err(problem) => return problem.into_response(),
+    };
+    let principal = token.principal;
+    if principal.role == Role::Approver {
+        return Problem::forbidden(format!(
+            "{} is an approver; the MCP gateway serves agents: use an agent's or an admin's \
+             token (`toolgate tokens create --role agent --name NAME`)",
+            principal.name
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(HttpCaller {
+        name: principal.name,
+    });
+    next.run(request).await
 }

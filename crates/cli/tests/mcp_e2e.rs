@@ -20,6 +20,7 @@ use rmcp::model::{
     CreateMessageResult, ElicitRequestParams, ElicitResult, ErrorData, ProgressNotificationParam,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ServiceExt as _};
 use serde_json::{Value, json};
@@ -170,6 +171,21 @@ async fn api(method: &'static str, url: String, token: &str, body: Option<Value>
     tokio::task::spawn_blocking(move || http(method, &url, &token, body))
         .await
         .unwrap()
+}
+
+/// Checks that process `pid` made its stdin and stdout non-blocking: the
+/// gateway's reactor, not the blocking pool, serves them.
+fn assert_non_blocking(pid: u32) {
+    const O_NONBLOCK: u32 = 0o4000;
+    for fd in [0, 1] {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .map(|flags| u32::from_str_radix(flags.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & O_NONBLOCK, 0, "fd {fd} of the gateway: {info}");
+    }
 }
 
 fn free_port() -> u16 {
@@ -827,6 +843,7 @@ async fn malformed_messages_from_the_client_get_errors_not_a_crash() {
     send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#).await;
     let init: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(init["result"]["serverInfo"]["name"], "changing-server");
+    assert_non_blocking(child.id().unwrap());
     send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
     // Not JSON: skipped, as every MCP SDK does.
     send("this is not json").await;
@@ -859,8 +876,54 @@ async fn malformed_messages_from_the_client_get_errors_not_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_over_streamable_http_are_gated_the_same() {
+async fn a_client_on_a_socket_pair_is_served_as_on_pipes() {
+    // Some clients give the server one end of a socket pair as its stdin
+    // and stdout, instead of two pipes.
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let env = Env::new("");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut gateway = env.gateway(&["--name", "notes"], &changing_server());
+    let mut child = gateway
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs.try_clone().unwrap(),
+        )))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .spawn()
+        .unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let (reading, mut writing) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
+    let mut lines = BufReader::new(reading).lines();
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_notes","arguments":{}}}"#,
+    ] {
+        writing
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let init: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(init["result"]["serverInfo"]["name"], "changing-server");
+    assert_non_blocking(child.id().unwrap());
+    let read: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(read["id"], 2, "{read}");
+    assert_eq!(read["result"]["isError"], Value::Null, "{read}");
+    writing.shutdown().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the gateway exits when its client goes")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_streamable_http_need_an_agents_token_and_are_gated_the_same() {
     let env = Env::new(ASK_WRITES);
+    let agent = env.token("bot", "agent");
+    let approver = env.token("alice", "approver");
     let listen = format!("127.0.0.1:{}", free_port());
     let mut command = env.toolgate(&[
         "mcp",
@@ -876,8 +939,49 @@ async fn clients_over_streamable_http_are_gated_the_same() {
     ]);
     command.args(filesystem_server(&env.files()));
     let gateway = Server::start(command, &listen);
-    let transport =
-        StreamableHttpClientTransport::from_uri(format!("{}/mcp", gateway.base).as_str());
+    let url = format!("{}/mcp", gateway.base);
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "curl", "version": "1"}}
+    });
+
+    // Refused before anything reaches the server: no token, an empty one,
+    // a token that is not known, an approver's.
+    let bare = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status().as_u16(), 401);
+    assert_eq!(
+        bare.headers()["www-authenticate"],
+        "Bearer realm=\"toolgate\""
+    );
+    let body: Value = bare.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this needs a token"),
+        "{body}"
+    );
+    for (token, status, says) in [
+        ("", 401, "must be `Bearer ` and a token"),
+        ("tg_0000", 401, "the token is not known"),
+        (approver.as_str(), 403, "alice is an approver"),
+    ] {
+        let (got, body) = api("POST", url.clone(), token, Some(initialize.clone())).await;
+        assert_eq!(got, status, "{token:?}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{token:?}: {body}");
+    }
+
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(agent),
+    );
     let client = Person::default().serve(transport).await.unwrap();
     let hello = env.files().join("hello.txt");
     let read = client
@@ -892,6 +996,62 @@ async fn clients_over_streamable_http_are_gated_the_same() {
         .unwrap();
     assert_eq!(write.is_error, Some(true), "{write:?}");
     assert!(!target.exists());
+    // Who called is recorded with the call.
+    let listed = env.json(&["approvals", "list", "--status", "expired", "--json"]);
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let shown = env.json(&["approvals", "show", &id, "--json"]);
+    assert_eq!(shown["context"]["caller"], "bot", "{shown}");
+    client.cancel().await.unwrap();
+    let (status, _) = gateway.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_the_gateway_serves_http_only_on_loopback() {
+    let env = Env::new(ASK_WRITES);
+    let port = free_port();
+    let wide = env
+        .toolgate(&[
+            "mcp",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--no-auth",
+            "--",
+            "node",
+        ])
+        .output()
+        .unwrap();
+    assert!(!wide.status.success());
+    let stderr = text(&wide.stderr);
+    assert!(
+        stderr.contains("--no-auth would let anyone who can reach 0.0.0.0:")
+            && stderr.contains("only allowed on a loopback address"),
+        "{stderr}"
+    );
+
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = env.toolgate(&[
+        "mcp",
+        "--name",
+        "files",
+        "--listen",
+        &listen,
+        "--no-auth",
+        "--",
+    ]);
+    command.args(filesystem_server(&env.files()));
+    let gateway = Server::start(command, &listen);
+    let transport =
+        StreamableHttpClientTransport::from_uri(format!("{}/mcp", gateway.base).as_str());
+    let client = Person::default().serve(transport).await.unwrap();
+    let read = client
+        .call_tool(call(
+            "read_text_file",
+            json!({"path": env.files().join("hello.txt")}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(content_text(&read), "hello from the files\n");
     client.cancel().await.unwrap();
     let (status, _) = gateway.stop();
     assert!(status.success(), "{status}");

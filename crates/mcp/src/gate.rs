@@ -16,6 +16,7 @@ use toolgate_engine::{
     CallReport, CallRequest, RequestError, RequestedCall, approval_detail, request_call_kept,
 };
 
+use crate::HttpCaller;
 use crate::ask::{Progress, Question};
 use crate::pins::{Listed, PinCheck};
 use crate::session::Session;
@@ -179,12 +180,20 @@ impl Session {
         let client = context.peer.peer_info().map(
             |info| json!({"name": info.client_info.name, "version": info.client_info.version}),
         );
-        request.context = Some(json!({
+        let mut shown = json!({
             "via": "toolgate mcp",
             "server": self.shared.name,
             "command": self.shared.downstream.describe(),
             "client": client,
-        }));
+        });
+        if let Some(caller) = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<HttpCaller>())
+        {
+            shown["caller"] = Value::String(caller.name.clone());
+        }
+        request.context = Some(shown);
         request.timeout = Some(self.shared.config.timeout);
         request.start = true;
         let store = &*self.shared.store;

@@ -36,6 +36,7 @@ mod gate;
 mod pins;
 mod relay;
 mod session;
+mod stdio;
 
 use std::sync::Arc;
 
@@ -70,6 +71,16 @@ pub(crate) struct Shared {
     /// The outcomes being recorded after their replies: waited for before
     /// the gateway exits, so that none is lost.
     pub(crate) reports: tokio_util::task::TaskTracker,
+}
+
+/// Who made an HTTP request to the gateway, as the layer in front of
+/// [`Gateway::streamable_http`] that checked the request's token found.
+/// Put into the request's extensions, it is recorded in the context of
+/// every call the request makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCaller {
+    /// The token's principal.
+    pub name: String,
 }
 
 /// A gateway in front of one MCP server.
@@ -148,7 +159,7 @@ impl Gateway {
         let session = self.session();
         let running = session
             .clone()
-            .serve((tokio::io::stdin(), tokio::io::stdout()))
+            .serve((stdio::input(), stdio::output()))
             .await
             .map_err(|error| GatewayError::Start(error.to_string()));
         let result = match running {

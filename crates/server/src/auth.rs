@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
-use toolgate_core::store::TokenRecord;
+use toolgate_core::store::{Store, TokenRecord};
 use toolgate_core::{Principal, Role};
 
 use crate::problem::Problem;
@@ -152,23 +152,64 @@ pub(crate) async fn check_secret(state: &AppState, secret: &str) -> Result<Token
     let token = match state.cached_token(&hash) {
         Some(token) => token,
         None => {
-            let token = state
-                .store
-                .token_by_hash(&hash)
-                .await
-                .map_err(|error| Refusal::Store(error.into()))?
-                .ok_or(Refusal::Unknown)?;
+            let token = stored_token(&*state.store, &hash).await?;
             state.cache_token(&token);
             token
         }
     };
+    live(token, state.now())
+}
+
+/// The token whose secret hashes to `hash`.
+async fn stored_token(store: &dyn Store, hash: &[u8; 32]) -> Result<TokenRecord, Refusal> {
+    store
+        .token_by_hash(hash)
+        .await
+        .map_err(|error| Refusal::Store(error.into()))?
+        .ok_or(Refusal::Unknown)
+}
+
+/// The token, if it is neither revoked nor expired at `now`.
+fn live(token: TokenRecord, now: i64) -> Result<TokenRecord, Refusal> {
     if token.revoked_at.is_some() {
         return Err(Refusal::Revoked(token.id));
     }
-    if !token.is_live(state.now()) {
+    if !token.is_live(now) {
         return Err(Refusal::Expired(token.id));
     }
     Ok(token)
+}
+
+/// Checks the bearer token of a request to another of toolgate's HTTP
+/// services (the MCP gateway's) against `store`'s tokens, as the approval
+/// server does, without its cache: the token, or the problem to answer
+/// with (401, with `WWW-Authenticate`).
+///
+/// # Errors
+///
+/// No `Authorization: Bearer` header, or a token that is not one, not
+/// known, revoked or expired.
+pub async fn bearer_token(
+    store: &dyn Store,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<TokenRecord, Problem> {
+    let missing = || {
+        Problem::unauthorized(
+            "this needs a token: send `Authorization: Bearer tg_…` (make one with `toolgate \
+             tokens create --role agent --name NAME`)",
+        )
+    };
+    let secret = match presented(headers) {
+        Ok(Presented::Bearer(secret)) => secret,
+        Ok(Presented::Cookie(_)) => return Err(missing()),
+        Err(problem) => return Err(problem),
+    };
+    if !secret.starts_with(TOKEN_PREFIX) {
+        return Err(Refusal::Malformed.into());
+    }
+    let token = stored_token(store, &secret_hash(&secret)).await?;
+    Ok(live(token, now)?)
 }
 
 /// Checks a token's secret; the caller it stands for.

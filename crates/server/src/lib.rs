@@ -48,6 +48,7 @@ use toolgate_core::store::Store;
 use toolgate_engine::{Clock, expire_due, system_clock};
 use utoipa::OpenApi;
 
+pub use auth::bearer_token;
 pub use problem::Problem;
 pub use state::ServerConfig;
 pub use tokens::{IssuedToken, TOKEN_PREFIX, issue_token, secret_hash};
