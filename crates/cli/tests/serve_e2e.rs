@@ -676,3 +676,85 @@ fn webhooks_deliveries_lists_what_serve_sent() {
     let (status, rest) = server.stop();
     assert!(status.success(), "{rest}");
 }
+
+#[test]
+fn serve_takes_its_address_from_toolgate_toml_unless_a_flag_says_otherwise() {
+    let env = Env::new();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let from_file = free();
+    std::fs::write(
+        env.dir.path().join("toolgate.toml"),
+        format!("[serve]\nlisten = \"{from_file}\"\nsecure_cookies = true\n"),
+    )
+    .unwrap();
+    let server = Server::start(env.command(&["serve"]), &from_file);
+    // The file's secure_cookies too: signing in sets a Secure cookie.
+    let alice = env.token("alice", "approver");
+    let login = format!("{}/inbox/login", server.base);
+    let cookie = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let signed_in = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(login)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={alice}&next=%2Finbox"))
+                .send()
+                .await
+                .unwrap();
+            signed_in.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        });
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    drop(server);
+
+    // The flag, then the environment, come before the file.
+    let from_flag = free();
+    let server = Server::start(env.command(&["serve", "--listen", &from_flag]), &from_flag);
+    assert!(
+        TcpListener::bind(&from_file).is_ok(),
+        "the file's address is not taken"
+    );
+    drop(server);
+    let from_env = free();
+    let mut command = env.command(&["serve"]);
+    command.env("TOOLGATE_LISTEN", &from_env);
+    drop(Server::start(command, &from_env));
+
+    for (section, expected) in [
+        (
+            "[serve]\nlisten = \"localhost\"\n",
+            "toolgate.toml: [serve]: listen = \"localhost\" is not an address to listen on; \
+             write HOST:PORT with an IP address",
+        ),
+        (
+            "[serve]\nport = 8080\n",
+            "toolgate.toml: [serve]: unknown field `port`",
+        ),
+        (
+            "[serve]\nsecure_cookies = \"yes\"\n",
+            "toolgate.toml: [serve]: invalid type: string \"yes\", expected a boolean",
+        ),
+    ] {
+        std::fs::write(env.dir.path().join("toolgate.toml"), section).unwrap();
+        let output = env.run(&["serve"]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{section}\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{section}\n{stderr}\nshould say {expected:?}"
+        );
+    }
+}
