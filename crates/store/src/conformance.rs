@@ -51,6 +51,7 @@ macro_rules! store_conformance_tests {
             append_and_load_round_trip,
             load_since_gives_only_the_newer_events,
             deferred_appends_are_appends,
+            a_write_refused_midway_leaves_nothing,
             wrong_expected_version_conflicts_and_writes_nothing,
             creating_an_existing_run_conflicts,
             empty_append_is_refused,
@@ -289,6 +290,54 @@ pub async fn deferred_appends_are_appends(store: Arc<dyn Store>) {
         seqs(&entries),
         (1..=37).collect::<Vec<_>>(),
         "5 events of run-1 and 2 of each of 16 runs, one chain"
+    );
+}
+
+/// An append whose later writes are refused (an approval id another run
+/// has, a grant id that is taken) stores none of its earlier ones: no
+/// event, no row, no audit entry; and says which write it was.
+pub async fn a_write_refused_midway_leaves_nothing(store: Arc<dyn Store>) {
+    let mut first = append("run-1", 0, vec![started("Email Bob")]);
+    first.approvals = vec![approval_row("appr-1", "run-1", ApprovalStatus::Pending, 10)];
+    first.grants = vec![grant("g-1", uses(1), 10)];
+    ok(store.append(first).await);
+    let audit_before = verified_audit(&*store).await;
+
+    let mut stolen = append(
+        "run-2",
+        0,
+        vec![started("Other"), model_turn("call-1", "bob@example.com")],
+    );
+    stolen.approvals = vec![approval_row("appr-1", "run-2", ApprovalStatus::Pending, 20)];
+    let error = store.append(stolen).await.unwrap_err().to_string();
+    assert!(
+        error.contains("approval appr-1 belongs to another run"),
+        "{error}"
+    );
+    let mut taken = append("run-1", 1, vec![model_turn("call-1", "bob@example.com")]);
+    taken.grants = vec![grant("g-1", uses(2), 30)];
+    let error = store.append(taken).await.unwrap_err().to_string();
+    assert!(error.contains("grant g-1"), "{error}");
+
+    assert_not_found(store.load("run-2").await, "run", "run-2");
+    assert_eq!(ok(store.load("run-1").await).len(), 1);
+    assert_eq!(
+        ok(store.runs(&RunQuery::default()).await),
+        vec![run_row("run-1", 1)]
+    );
+    assert_eq!(
+        ok(store.approval("appr-1").await).run_id,
+        "run-1",
+        "the approval stays its run's"
+    );
+    assert_eq!(ok(store.grants().await).len(), 1);
+    assert_eq!(verified_audit(&*store).await, audit_before);
+    // And the store goes on.
+    assert_eq!(
+        ok(store
+            .append(append("run-1", 1, vec![run_completed()]))
+            .await),
+        2
     );
 }
 

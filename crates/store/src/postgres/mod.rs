@@ -137,18 +137,88 @@ async fn lock_head(
         .query_one(&statement, &[])
         .await
         .map_err(|error| failed(what(), &error))?;
+    head_of(&row)
+}
+
+/// The head, from the row of [`HEAD`].
+fn head_of(row: &Row) -> Result<Head, StoreError> {
     let head_what = || "the audit log's head".to_owned();
-    let hash: Vec<u8> = get(&row, 1, &head_what)?;
+    let hash: Vec<u8> = get(row, 1, &head_what)?;
     Ok(Head {
-        seq: get(&row, 0, &head_what)?,
+        seq: get(row, 0, &head_what)?,
         hash: hash.try_into().map_err(|hash: Vec<u8>| {
             corrupt(format!(
                 "the audit log's head has a hash of {} bytes instead of 32",
                 hash.len()
             ))
         })?,
-        now: get(&row, 2, &head_what)?,
+        now: get(row, 2, &head_what)?,
     })
+}
+
+/// Inserts an audit entry.
+const INSERT_EVENT: &str =
+    "INSERT INTO events (seq, run_id, run_seq, at, kind, body, hash, signature)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Moves the stored head. The notification goes out when the transaction
+/// commits: listeners in every process (see `listen`) learn of the new
+/// head then.
+const STORE_HEAD: &str = "WITH moved AS (UPDATE audit_head SET seq = $1, hash = $2)
+     SELECT pg_notify('toolgate_changes', $3)";
+
+/// An audit entry, chained to the head it was made after.
+struct Entry<'a> {
+    seq: i64,
+    run_id: Option<&'a str>,
+    run_seq: Option<i64>,
+    at: i64,
+    kind: &'a str,
+    body: &'a str,
+    hash: Vec<u8>,
+    signature: Option<Vec<u8>>,
+}
+
+impl<'a> Entry<'a> {
+    /// The entry after `head`, which then points at it.
+    fn next(
+        signer: &Signer32,
+        head: &mut Head,
+        run: Option<(&'a str, i64)>,
+        kind: &'a str,
+        body: &'a str,
+    ) -> Entry<'a> {
+        let seq = head.seq + 1;
+        let run_id = run.map(|(id, _)| id);
+        let hash = entry_hash(&head.hash, seq as u64, head.now, run_id, kind, body);
+        let signature = is_signed_kind(kind).then(|| signer.sign(&hash));
+        head.seq = seq;
+        head.hash = hash;
+        Entry {
+            seq,
+            run_id,
+            run_seq: run.map(|(_, run_seq)| run_seq),
+            at: head.now,
+            kind,
+            body,
+            hash: hash.to_vec(),
+            signature: signature.map(|signature| signature.to_vec()),
+        }
+    }
+
+    /// The parameters of [`INSERT_EVENT`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.seq,
+            &self.run_id,
+            &self.run_seq,
+            &self.at,
+            &self.kind,
+            &self.body,
+            &self.hash,
+            &self.signature,
+        ]
+    }
 }
 
 /// Adds one entry to the audit log, chained to `head`, which then points
@@ -161,38 +231,9 @@ async fn insert_entry(
     kind: &str,
     body: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    let seq = head.seq + 1;
-    let hash = entry_hash(
-        &head.hash,
-        seq as u64,
-        head.now,
-        run.map(|(id, _)| id),
-        kind,
-        body,
-    );
-    let signature = is_signed_kind(kind).then(|| signer.sign(&hash));
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO events (seq, run_id, run_seq, at, kind, body, hash, signature)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .await?;
-    tx.execute(
-        &statement,
-        &[
-            &seq,
-            &run.map(|(id, _)| id),
-            &run.map(|(_, run_seq)| run_seq),
-            &head.now,
-            &kind,
-            &body,
-            &&hash[..],
-            &signature.as_ref().map(|s| &s[..]),
-        ],
-    )
-    .await?;
-    head.seq = seq;
-    head.hash = hash;
+    let entry = Entry::next(signer, head, run, kind, body);
+    let statement = tx.prepare_cached(INSERT_EVENT).await?;
+    tx.execute(&statement, &entry.params()).await?;
     Ok(())
 }
 
@@ -201,14 +242,7 @@ async fn store_head(
     tx: &deadpool_postgres::Transaction<'_>,
     head: &Head,
 ) -> Result<(), tokio_postgres::Error> {
-    // The notification goes out when the transaction commits: listeners
-    // in every process (see `listen`) learn of the new head then.
-    let statement = tx
-        .prepare_cached(
-            "WITH moved AS (UPDATE audit_head SET seq = $1, hash = $2)
-             SELECT pg_notify('toolgate_changes', $3)",
-        )
-        .await?;
+    let statement = tx.prepare_cached(STORE_HEAD).await?;
     tx.execute(
         &statement,
         &[&head.seq, &&head.hash[..], &head.seq.to_string()],
@@ -357,6 +391,13 @@ pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String 
 
 impl PgStore {
     /// The append's transaction: see [`Store::append`].
+    ///
+    /// Every append holds the audit head's lock from its first read to its
+    /// commit, so the round trips in between bound the store's throughput.
+    /// The statements are pipelined: the lock and the version check go out
+    /// together, then every write with the head's move, then the commit
+    /// (four round trips, whatever the number of events). The server runs
+    /// them in the order sent; the first that fails is the one reported.
     async fn append_prepared(
         &self,
         append: &AppendJson,
@@ -367,27 +408,37 @@ impl PgStore {
         let sql = |error: tokio_postgres::Error| failed(what(), &error);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(sql)?;
-        if deferred {
-            // The commit answers before the WAL is flushed; the WAL writer
-            // flushes it soon after, as does any later durable commit.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(sql)?;
-        }
-        // First the head: every writer takes turns here, so what is read
-        // below is what the last writer committed.
-        let mut head = lock_head(&tx, &what).await?;
-        let statement = tx
+        let head_sql = tx.prepare_cached(HEAD).await.map_err(sql)?;
+        let version_sql = tx
             .prepare_cached(
                 "SELECT coalesce(max(run_seq), 0)::bigint FROM events WHERE run_id = $1",
             )
             .await
             .map_err(sql)?;
-        let actual: i64 = get(
-            &tx.query_one(&statement, &[&run.id]).await.map_err(sql)?,
-            0,
-            &|| format!("the log of run {}", run.id),
-        )?;
+        // The commit answers before the WAL is flushed; the WAL writer
+        // flushes it soon after, as does any later durable commit.
+        let relax = async {
+            if deferred {
+                tx.batch_execute("SET LOCAL synchronous_commit = off").await
+            } else {
+                Ok(())
+            }
+        };
+        // First the head: every writer takes turns here, so the version
+        // read after it is what the last writer committed. Each query is
+        // sent when it is first polled, and `join!` polls in order; the
+        // server runs them in the order sent.
+        let version_params: [&(dyn ToSql + Sync); 1] = [&run.id];
+        let (relaxed, head, actual) = futures::join!(
+            relax,
+            tx.query_one(&head_sql, &[]),
+            tx.query_one(&version_sql, &version_params)
+        );
+        relaxed.map_err(sql)?;
+        let mut head = head_of(&head.map_err(sql)?)?;
+        let actual: i64 = get(&actual.map_err(sql)?, 0, &|| {
+            format!("the log of run {}", run.id)
+        })?;
         let actual = count(actual, &|| format!("the log of run {}", run.id))?;
         if actual != append.expected_version {
             let _ = tx.rollback().await;
@@ -397,7 +448,10 @@ impl PgStore {
                 actual,
             });
         }
-        let statement = tx
+        let version = i64::try_from(run.version).map_err(|_| {
+            StoreError::Backend(format!("{}: version {} is too large", what(), run.version).into())
+        })?;
+        let run_sql = tx
             .prepare_cached(
                 "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
                      lease_owner, lease_until)
@@ -409,122 +463,172 @@ impl PgStore {
             )
             .await
             .map_err(sql)?;
-        let version = i64::try_from(run.version).map_err(|_| {
-            StoreError::Backend(format!("{}: version {} is too large", what(), run.version).into())
-        })?;
-        tx.execute(
-            &statement,
-            &[
-                &run.id,
-                &run.status,
-                &run.thread,
-                &run.prompt,
-                &run.created_at,
-                &run.updated_at,
-                &version,
-                &append.lease.as_ref().map(|(owner, _)| owner.as_str()),
-                &append.lease.as_ref().map(|(_, until)| *until),
-            ],
-        )
-        .await
-        .map_err(sql)?;
-        for (index, (event, body)) in append.events.iter().enumerate() {
-            let kind = event.kind();
-            let run_seq = (append.expected_version + index as u64 + 1) as i64;
-            insert_entry(
-                &tx,
-                &self.signer,
-                &mut head,
-                Some((&run.id, run_seq)),
-                kind,
-                body,
+        let event_sql = tx.prepare_cached(INSERT_EVENT).await.map_err(sql)?;
+        // The WHERE keeps an approval in the run it was made in: an id that
+        // another run's approval has already is refused below.
+        let approval_sql = tx
+            .prepare_cached(
+                "INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status,
+                     rule, quorum, approvers, created_at, expires_at, decided_by, decided_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (id) DO UPDATE SET
+                     call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
+                     fingerprint = excluded.fingerprint, status = excluded.status,
+                     rule = excluded.rule, quorum = excluded.quorum,
+                     approvers = excluded.approvers, created_at = excluded.created_at,
+                     expires_at = excluded.expires_at, decided_by = excluded.decided_by,
+                     decided_at = excluded.decided_at
+                 WHERE approvals.run_id = excluded.run_id",
             )
             .await
             .map_err(sql)?;
-        }
-        if !append.approvals.is_empty() {
-            // The WHERE keeps an approval in the run it was made in: an id
-            // that another run's approval has already is refused below.
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status,
-                         rule, quorum, approvers, created_at, expires_at, decided_by, decided_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                     ON CONFLICT (id) DO UPDATE SET
-                         call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
-                         fingerprint = excluded.fingerprint, status = excluded.status,
-                         rule = excluded.rule, quorum = excluded.quorum,
-                         approvers = excluded.approvers, created_at = excluded.created_at,
-                         expires_at = excluded.expires_at, decided_by = excluded.decided_by,
-                         decided_at = excluded.decided_at
-                     WHERE approvals.run_id = excluded.run_id",
+        let grant_sql = tx
+            .prepare_cached(
+                "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
+                     created_at, approval_id, revoked_by, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await
+            .map_err(sql)?;
+        let move_sql = tx.prepare_cached(STORE_HEAD).await.map_err(sql)?;
+
+        let entries: Vec<Entry<'_>> = append
+            .events
+            .iter()
+            .enumerate()
+            .map(|(index, (event, body))| {
+                let run_seq = (append.expected_version + index as u64 + 1) as i64;
+                Entry::next(
+                    &self.signer,
+                    &mut head,
+                    Some((&run.id, run_seq)),
+                    event.kind(),
+                    body,
                 )
-                .await
-                .map_err(sql)?;
-            for (row, args, approvers) in &append.approvals {
-                let changed = tx
-                    .execute(
-                        &statement,
-                        &[
-                            &row.id,
-                            &run.id,
-                            &row.call_id,
-                            &row.tool,
-                            args,
-                            &row.fingerprint.as_str(),
-                            &row.status.as_str(),
-                            &row.rule,
-                            &i64::from(row.quorum),
-                            approvers,
-                            &row.created_at,
-                            &row.expires_at,
-                            &row.decided_by,
-                            &row.decided_at,
-                        ],
-                    )
-                    .await
-                    .map_err(sql)?;
-                if changed == 0 {
-                    let _ = tx.rollback().await;
-                    return Err(StoreError::Backend(
-                        format!("{}: approval {} belongs to another run", what(), row.id).into(),
-                    ));
-                }
-            }
-        }
-        if !append.grants.is_empty() {
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
-                         created_at, approval_id, revoked_by, revoked_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            })
+            .collect();
+        let lease_owner = append.lease.as_ref().map(|(owner, _)| owner.as_str());
+        let lease_until = append.lease.as_ref().map(|(_, until)| *until);
+        let run_params: [&(dyn ToSql + Sync); 9] = [
+            &run.id,
+            &run.status,
+            &run.thread,
+            &run.prompt,
+            &run.created_at,
+            &run.updated_at,
+            &version,
+            &lease_owner,
+            &lease_until,
+        ];
+        let event_params: Vec<_> = entries.iter().map(Entry::params).collect();
+        let approval_rows: Vec<_> = append
+            .approvals
+            .iter()
+            .map(|(row, args, approvers)| {
+                (
+                    row,
+                    args,
+                    approvers,
+                    row.fingerprint.as_str(),
+                    row.status.as_str(),
+                    i64::from(row.quorum),
                 )
-                .await
-                .map_err(sql)?;
-            for (grant, scope) in &append.grants {
-                tx.execute(
-                    &statement,
-                    &[
-                        &grant.id,
-                        &grant.tool,
-                        &grant.when,
-                        scope,
-                        &grant.uses_left.map(i64::from),
-                        &grant.created_by,
-                        &grant.created_at,
-                        &grant.approval_id,
-                        &grant.revoked.as_ref().map(|r| &r.by),
-                        &grant.revoked.as_ref().map(|r| r.at),
-                    ],
+            })
+            .collect();
+        let approval_params: Vec<[&(dyn ToSql + Sync); 14]> = approval_rows
+            .iter()
+            .map(|(row, args, approvers, fingerprint, status, quorum)| {
+                [
+                    &row.id as &(dyn ToSql + Sync),
+                    &run.id,
+                    &row.call_id,
+                    &row.tool,
+                    *args,
+                    fingerprint,
+                    status,
+                    &row.rule,
+                    quorum,
+                    *approvers,
+                    &row.created_at,
+                    &row.expires_at,
+                    &row.decided_by,
+                    &row.decided_at,
+                ]
+            })
+            .collect();
+        let grant_rows: Vec<_> = append
+            .grants
+            .iter()
+            .map(|(grant, scope)| {
+                (
+                    grant,
+                    scope,
+                    grant.uses_left.map(i64::from),
+                    grant.revoked.as_ref().map(|r| &r.by),
+                    grant.revoked.as_ref().map(|r| r.at),
                 )
-                .await
-                .map_err(|error| failed(format!("{}: grant {}", what(), grant.id), &error))?;
-            }
+            })
+            .collect();
+        let grant_params: Vec<[&(dyn ToSql + Sync); 10]> = grant_rows
+            .iter()
+            .map(|(grant, scope, uses_left, revoked_by, revoked_at)| {
+                [
+                    &grant.id as &(dyn ToSql + Sync),
+                    &grant.tool,
+                    &grant.when,
+                    *scope,
+                    uses_left,
+                    &grant.created_by,
+                    &grant.created_at,
+                    &grant.approval_id,
+                    revoked_by,
+                    revoked_at,
+                ]
+            })
+            .collect();
+        let head_seq = head.seq.to_string();
+        let head_params: [&(dyn ToSql + Sync); 3] = [&head.seq, &&head.hash[..], &head_seq];
+
+        // Sent in this order, run by the server in this order.
+        let mut writes = Vec::new();
+        writes.push((Write::Run, tx.execute(&run_sql, &run_params)));
+        for params in &event_params {
+            writes.push((Write::Event, tx.execute(&event_sql, params)));
         }
-        store_head(&tx, &head).await.map_err(sql)?;
+        for (params, (row, ..)) in approval_params.iter().zip(&approval_rows) {
+            writes.push((Write::Approval(&row.id), tx.execute(&approval_sql, params)));
+        }
+        for (params, (grant, ..)) in grant_params.iter().zip(&grant_rows) {
+            writes.push((Write::Grant(&grant.id), tx.execute(&grant_sql, params)));
+        }
+        writes.push((Write::Head, tx.execute(&move_sql, &head_params)));
+        let (labels, futures): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        let results = futures::future::join_all(futures).await;
+        for (label, result) in labels.into_iter().zip(results) {
+            let refused = match (label, result) {
+                (Write::Grant(id), Err(error)) => failed(format!("{}: grant {id}", what()), &error),
+                (_, Err(error)) => sql(error),
+                (Write::Approval(id), Ok(0)) => StoreError::Backend(
+                    format!("{}: approval {id} belongs to another run", what()).into(),
+                ),
+                _ => continue,
+            };
+            let _ = tx.rollback().await;
+            return Err(refused);
+        }
         tx.commit().await.map_err(sql)?;
         Ok(append.expected_version + append.events.len() as u64)
     }
+}
+
+/// One statement of an append, for what its failure says.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Run,
+    Event,
+    Approval(&'a str),
+    Grant(&'a str),
+    Head,
 }
 
 #[async_trait]
