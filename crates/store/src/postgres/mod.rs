@@ -251,6 +251,31 @@ async fn store_head(
     Ok(())
 }
 
+/// Events of run `run_id` from rows of `(run_seq, at, body)` in order,
+/// numbered from `after + 1` without gaps.
+fn events_of(rows: &[Row], run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let expected = after + events.len() as u64 + 1;
+        let entry = || format!("event {expected} of run {run_id}");
+        let seq = count(get(row, 0, &entry)?, &entry)?;
+        if seq != expected {
+            return Err(corrupt(format!(
+                "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
+                expected - 1
+            )));
+        }
+        let body: &str = get(row, 2, &entry)?;
+        events.push(StoredEvent {
+            run_id: run_id.to_owned(),
+            seq,
+            at: get(row, 1, &entry)?,
+            event: json::<Event>(body, &entry)?,
+        });
+    }
+    Ok(events)
+}
+
 /// A column's value; a value of the wrong type means the data is not what
 /// toolgate wrote.
 fn get<'a, T: FromSql<'a>>(
@@ -656,25 +681,7 @@ impl Store for PgStore {
             .query(&statement, &[&run_id])
             .await
             .map_err(|error| failed(what(), &error))?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let expected = events.len() as u64 + 1;
-            let entry = || format!("event {expected} of run {run_id}");
-            let seq = count(get(row, 0, &entry)?, &entry)?;
-            if seq != expected {
-                return Err(corrupt(format!(
-                    "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
-                    expected - 1
-                )));
-            }
-            let body: &str = get(row, 2, &entry)?;
-            events.push(StoredEvent {
-                run_id: run_id.to_owned(),
-                seq,
-                at: get(row, 1, &entry)?,
-                event: json::<Event>(body, &entry)?,
-            });
-        }
+        let events = events_of(&rows, run_id, 0)?;
         if events.is_empty() {
             return Err(StoreError::NotFound {
                 what: "run",
@@ -682,6 +689,37 @@ impl Store for PgStore {
             });
         }
         Ok(events)
+    }
+
+    async fn load_since(&self, run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let what = || format!("cannot load run {run_id}");
+        let client = self.client().await?;
+        // The run's row tells a known run with nothing new (one row of
+        // nulls) from an unknown one (no row), in one round trip.
+        let statement = client
+            .prepare_cached(
+                "SELECT e.run_seq, e.at, e.body FROM runs r
+                 LEFT JOIN events e ON e.run_id = r.id AND e.run_seq > $2
+                 WHERE r.id = $1 ORDER BY e.run_seq",
+            )
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let after_seq = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&run_id, &after_seq])
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            });
+        }
+        let found: Vec<Row> = rows
+            .into_iter()
+            .filter(|row| row.try_get::<_, Option<i64>>(0).ok().flatten().is_some())
+            .collect();
+        events_of(&found, run_id, after)
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
