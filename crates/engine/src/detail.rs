@@ -83,7 +83,39 @@ impl ApprovalDetail {
             result,
             run_principal: state.principal.clone(),
             external: state.external,
-            run_status: state.status,
+            run_status: state.status.clone(),
+        })
+    }
+
+    /// An approval made by the append that left its run at `state`, at
+    /// `at`: what [`ApprovalDetail::of`] finds in the log, without reading
+    /// or folding it again. Every decision the approval has was recorded
+    /// with it (by policy or a grant).
+    pub(crate) fn just_made(row: ApprovalRow, state: &RunState, at: i64) -> Option<ApprovalDetail> {
+        let approval = state.approval(&row.id)?.clone();
+        // The call's result, while the call is open; once it closed (a
+        // refusal, say), the message it left in the conversation: its call
+        // id is new, so no other message has it.
+        let result = match state
+            .calls
+            .iter()
+            .find(|c| c.approval.as_ref().is_some_and(|a| a.id == row.id))
+        {
+            Some(call) => call.result.clone(),
+            None => state.messages.iter().rev().find_map(|m| match m {
+                Message::Tool(tool) if tool.tool_call_id == row.call_id => Some(tool.clone()),
+                _ => None,
+            }),
+        };
+        Some(ApprovalDetail {
+            decided_at: vec![at; approval.decisions.len()],
+            expired_at: (approval.status == ApprovalStatus::Expired).then_some(at),
+            result,
+            run_principal: state.principal.clone(),
+            external: state.external,
+            run_status: state.status.clone(),
+            row,
+            approval,
         })
     }
 

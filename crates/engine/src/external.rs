@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use toolgate_core::policy::{AskSpec, EvalInput, Policy};
 use toolgate_core::run::{ApprovalStatus, Event, Gate, Outcome, RunState};
-use toolgate_core::store::{Store, StoreError, StoredEvent};
+use toolgate_core::store::{Store, StoreError};
 use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
 
 use crate::agent::{Loaded, append_events, append_events_deferred, gate_call};
@@ -165,7 +165,7 @@ pub async fn request_call_kept(
         } else {
             store.load(&run_id).await
         };
-        let mut log = match loaded {
+        let log = match loaded {
             Ok(log) => log,
             Err(StoreError::NotFound { .. }) => Vec::new(),
             Err(error) => return Err(error.into()),
@@ -252,13 +252,6 @@ pub async fn request_call_kept(
                 args: call.args.clone(),
             });
         }
-        let version = run.state.version;
-        log.extend(events.iter().enumerate().map(|(index, event)| StoredEvent {
-            run_id: run_id.clone(),
-            seq: version + index as u64 + 1,
-            at: now,
-            event: event.clone(),
-        }));
         match append_events(store, &mut run, events, Vec::new(), now).await {
             Ok(()) => {
                 let approval = run
@@ -266,8 +259,8 @@ pub async fn request_call_kept(
                     .approval(&approval_id)
                     .expect("the approval was just appended");
                 let row = approval_row(&run_id, approval, Some(now));
-                let detail = ApprovalDetail::of(row, &log)
-                    .expect("the log has the approval: it was just appended");
+                let detail = ApprovalDetail::just_made(row, &run.state, now)
+                    .expect("the fold has the approval: it was just appended");
                 return Ok(RequestedCall {
                     detail,
                     kept: Some(Kept {

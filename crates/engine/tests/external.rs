@@ -444,3 +444,82 @@ async fn a_kept_call_reports_from_its_own_fold_and_reads_the_store_when_behind()
         ]
     );
 }
+
+#[tokio::test]
+async fn the_approval_handed_back_is_the_one_its_stored_log_shows() {
+    let (store, _dir) = store();
+    let policy = Policy::from_toml_str(
+        r#"
+[[policy.rules]]
+tool = "files:delete_*"
+action = "deny"
+reason = "deleting is never allowed here"
+
+[[policy.rules]]
+tool = "files:read_*"
+action = "allow"
+
+[[policy.rules]]
+tool = "files:write_*"
+action = "ask"
+timeout = "1m"
+"#,
+        "toolgate.toml",
+    )
+    .unwrap();
+    // A grant for the run, to clear a call through it.
+    let asked = request_call(
+        &*store,
+        &policy,
+        &agent(),
+        request("files:write_file", ToolHints::default()),
+        NOW,
+    )
+    .await
+    .unwrap();
+    decide(
+        &*store,
+        &Principal::new("root", Role::Admin),
+        &asked.row.id,
+        &asked.row.fingerprint,
+        DecisionRequest::Approve,
+        Some(GrantRequest {
+            scope: GrantScope::Run {
+                run_id: "session-1".to_owned(),
+            },
+            tool: Some("files:write_*".to_owned()),
+            when: None,
+        }),
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    // Denied, allowed (and started), granted (in the grant's run), asked,
+    // each in the long run and in a new one; each as the store's log has
+    // it.
+    let mut at = NOW + 2;
+    use ApprovalStatus::{Approved, Pending, Rejected};
+    for (tool, statuses) in [
+        ("files:delete_file", [Rejected, Rejected]),
+        ("files:read_file", [Approved, Approved]),
+        ("files:write_file", [Approved, Pending]),
+        ("files:move_file", [Pending, Pending]),
+    ] {
+        for (same_run, status) in [true, false].into_iter().zip(statuses) {
+            let mut call = request(tool, ToolHints::default());
+            call.start = true;
+            if !same_run {
+                call.run_id = None;
+            }
+            let handed = request_call(&*store, &policy, &agent(), call, at)
+                .await
+                .unwrap();
+            assert_eq!(handed.row.status, status, "{tool}");
+            let stored = toolgate_engine::approval_detail(&*store, &handed.row.id)
+                .await
+                .unwrap();
+            assert_eq!(handed, stored, "{tool}, same run: {same_run}");
+            at += 1;
+        }
+    }
+}
