@@ -920,6 +920,49 @@ async fn a_client_on_a_socket_pair_is_served_as_on_pipes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_a_file_on_stdin_are_served_then_the_gateway_exits() {
+    // A regular file cannot be waited on: the gateway reads it the
+    // blocking way, answers, and stops at its end.
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = Env::new("");
+    let input = env.path("input.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"file","version":"1"}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let mut gateway = env.gateway(&["--name", "notes"], &changing_server());
+    let mut child = gateway
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut answers = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        answers.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the gateway exits at the end of its input")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let ids: Vec<&Value> = answers.iter().map(|answer| &answer["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2)], "{answers:?}");
+    assert_eq!(
+        answers[0]["result"]["serverInfo"]["name"],
+        "changing-server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_over_streamable_http_need_an_agents_token_and_are_gated_the_same() {
     let env = Env::new(ASK_WRITES);
     let agent = env.token("bot", "agent");
