@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::recent::{Recent, with_recent};
+
 /// The SHA-256 of the canonical JSON (RFC 8785) of a tool call's name, its
 /// arguments and the tool's argument schema, as lower-case hex.
 ///
@@ -55,25 +57,14 @@ const KEPT_SCHEMAS: usize = 8;
 
 thread_local! {
     /// The schemas fingerprinted last on this thread, with their canonical
-    /// JSON, most recent first.
-    static SCHEMAS: RefCell<Vec<(Value, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// JSON.
+    static SCHEMAS: Recent<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with the canonical JSON of `schema`, made once for the
 /// schemas seen last.
 fn with_canonical_schema<R>(schema: &Value, f: impl FnOnce(&[u8]) -> R) -> R {
-    SCHEMAS.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        match kept.iter().position(|(known, _)| known == schema) {
-            Some(0) => {}
-            Some(at) => kept[..=at].rotate_right(1),
-            None => {
-                kept.truncate(KEPT_SCHEMAS - 1);
-                kept.insert(0, (schema.clone(), canonical(schema)));
-            }
-        }
-        f(&kept[0].1)
-    })
+    with_recent(&SCHEMAS, KEPT_SCHEMAS, schema, canonical, |json| f(json))
 }
 
 impl fmt::Display for Fingerprint {

@@ -26,6 +26,7 @@ mod model;
 pub mod policy;
 mod principal;
 pub mod pyjson;
+mod recent;
 pub mod run;
 mod runnable;
 pub mod seed;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::BoxError;
 use crate::fingerprint::Fingerprint;
+use crate::recent::{Recent, with_recent};
 
 /// A call of one tool, as a model proposed it.
 ///
@@ -387,11 +388,10 @@ const KEPT_VALIDATORS: usize = 8;
 type Compiled = Result<jsonschema::Validator, String>;
 
 thread_local! {
-    /// The schemas [`check_args`] used last on this thread, compiled, most
-    /// recent first. An outside agent or a gateway sends the same few
-    /// schemas call after call, and compiling one costs far more than
-    /// comparing it.
-    static VALIDATORS: RefCell<Vec<(Value, Compiled)>> = const { RefCell::new(Vec::new()) };
+    /// The schemas [`check_args`] used last on this thread, compiled. An
+    /// outside agent or a gateway sends the same few schemas call after
+    /// call, and compiling one costs far more than comparing it.
+    static VALIDATORS: Recent<Compiled> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with `schema` compiled, compiling it only if it is not among
@@ -400,18 +400,9 @@ fn with_validator<R>(
     schema: &Value,
     f: impl FnOnce(Result<&jsonschema::Validator, &str>) -> R,
 ) -> R {
-    VALIDATORS.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        match kept.iter().position(|(known, _)| known == schema) {
-            Some(0) => {}
-            Some(at) => kept[..=at].rotate_right(1),
-            None => {
-                let compiled = jsonschema::validator_for(schema).map_err(|error| error.to_string());
-                kept.truncate(KEPT_VALIDATORS - 1);
-                kept.insert(0, (schema.clone(), compiled));
-            }
-        }
-        f(kept[0].1.as_ref().map_err(String::as_str))
+    let compile = |schema: &Value| jsonschema::validator_for(schema).map_err(|e| e.to_string());
+    with_recent(&VALIDATORS, KEPT_VALIDATORS, schema, compile, |compiled| {
+        f(compiled.as_ref().map_err(String::as_str))
     })
 }
 
