@@ -3,7 +3,7 @@
 //! The command line's `approvals show` and the server's approval pages
 //! both read approvals through this.
 
-use toolgate_core::run::{ApprovalState, ApprovalStatus, RunState, RunStatus};
+use toolgate_core::run::{ApprovalState, ApprovalStatus, CallState, RunState, RunStatus};
 use toolgate_core::store::{ApprovalRow, Store, StoreError, StoredEvent};
 use toolgate_core::{Message, ToolMessage};
 
@@ -51,11 +51,7 @@ impl ApprovalDetail {
                     expired_at = Some(stored.at);
                 }
             }
-            if let Some(call) = state
-                .calls
-                .iter()
-                .find(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
-            {
+            if let Some(call) = open_call(&state, approval_id) {
                 if let Some(over) = &call.result {
                     result = Some(over.clone());
                 }
@@ -83,7 +79,7 @@ impl ApprovalDetail {
             result,
             run_principal: state.principal.clone(),
             external: state.external,
-            run_status: state.status.clone(),
+            run_status: state.status,
         })
     }
 
@@ -96,11 +92,7 @@ impl ApprovalDetail {
         // The call's result, while the call is open; once it closed (a
         // refusal, say), the message it left in the conversation: its call
         // id is new, so no other message has it.
-        let result = match state
-            .calls
-            .iter()
-            .find(|c| c.approval.as_ref().is_some_and(|a| a.id == row.id))
-        {
+        let result = match open_call(state, &row.id) {
             Some(call) => call.result.clone(),
             None => state.messages.iter().rev().find_map(|m| match m {
                 Message::Tool(tool) if tool.tool_call_id == row.call_id => Some(tool.clone()),
@@ -145,10 +137,16 @@ impl ApprovalDetail {
 }
 
 fn in_turn(state: &RunState, approval_id: &str) -> bool {
+    open_call(state, approval_id).is_some()
+}
+
+/// The open call (of the model's turn, or an outside agent's not yet
+/// handed over) that approval `approval_id` is for.
+fn open_call<'a>(state: &'a RunState, approval_id: &str) -> Option<&'a CallState> {
     state
         .calls
         .iter()
-        .any(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
+        .find(|c| c.approval.as_ref().is_some_and(|a| a.id == approval_id))
 }
 
 /// Reads approval `approval_id` and folds its run.
