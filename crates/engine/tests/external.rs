@@ -9,11 +9,11 @@ use serde_json::{Map, json};
 use toolgate_core::grant::{GrantRequest, GrantScope};
 use toolgate_core::policy::Policy;
 use toolgate_core::run::{ApprovalStatus, Event, Outcome};
-use toolgate_core::store::Store;
+use toolgate_core::store::{ApprovalRow, Store};
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
-    CallReport, CallRequest, DecisionRequest, RequestError, decide, report_call, request_call,
-    request_call_kept, withdraw_call,
+    CallReport, CallRequest, DecideError, DecisionRequest, RequestError, decide, report_call,
+    request_call, request_call_kept, withdraw_call,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -44,6 +44,37 @@ fn request(tool: &str, hints: ToolHints) -> CallRequest {
 
 fn kinds(events: &[toolgate_core::store::StoredEvent]) -> Vec<&'static str> {
     events.iter().map(|stored| stored.event.kind()).collect()
+}
+
+/// `by` approves the call of `row`, with `grant` if any.
+async fn approve(
+    store: &dyn Store,
+    by: &Principal,
+    row: &ApprovalRow,
+    grant: Option<GrantRequest>,
+    at: i64,
+) -> Result<ApprovalRow, DecideError> {
+    decide(
+        store,
+        by,
+        &row.id,
+        &row.fingerprint,
+        DecisionRequest::Approve,
+        grant,
+        at,
+    )
+    .await
+}
+
+/// A grant for the calls of `tool` (a glob) in the run `session-1`.
+fn session_grant(tool: &str) -> GrantRequest {
+    GrantRequest {
+        scope: GrantScope::Run {
+            run_id: "session-1".to_owned(),
+        },
+        tool: Some(tool.to_owned()),
+        when: None,
+    }
 }
 
 #[tokio::test]
@@ -133,17 +164,9 @@ async fn a_held_call_gets_the_default_timeout_and_is_reported_only_once_decided(
     );
 
     let alice = Principal::new("alice", Role::Approver);
-    decide(
-        &*store,
-        &alice,
-        &detail.row.id,
-        &detail.row.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW + 1,
-    )
-    .await
-    .unwrap();
+    approve(&*store, &alice, &detail.row, None, NOW + 1)
+        .await
+        .unwrap();
     // Only the run's own agent (or an admin) reports on its calls.
     let stranger = Principal::new("mcp:other", Role::Agent);
     let refused = report_call(
@@ -214,19 +237,11 @@ async fn grants_can_be_left_out_so_that_only_policy_or_people_clear_a_call() {
     .await
     .unwrap();
     let admin = Principal::new("root", Role::Admin);
-    decide(
+    approve(
         &*store,
         &admin,
-        &first.row.id,
-        &first.row.fingerprint,
-        DecisionRequest::Approve,
-        Some(GrantRequest {
-            scope: GrantScope::Run {
-                run_id: "session-1".to_owned(),
-            },
-            tool: Some("*".to_owned()),
-            when: None,
-        }),
+        &first.row,
+        Some(session_grant("*")),
         NOW + 1,
     )
     .await
@@ -290,16 +305,7 @@ async fn a_withdrawn_call_is_cancelled_and_can_no_longer_be_approved() {
         Some("The agent withdrew this call: the client cancelled the call")
     );
     let alice = Principal::new("alice", Role::Approver);
-    let late = decide(
-        &*store,
-        &alice,
-        &held.row.id,
-        &held.row.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW + 2,
-    )
-    .await;
+    let late = approve(&*store, &alice, &held.row, None, NOW + 2).await;
     assert!(late.is_err(), "{late:?}");
     // Withdrawing a decided call changes nothing.
     let again = withdraw_call(&*store, &agent(), &held.row.id, None, NOW + 3)
@@ -340,17 +346,7 @@ async fn a_kept_call_reports_from_its_own_fold_and_reads_the_store_when_behind()
     // Decided by a person since: the kept fold is behind, and the report
     // reads the run again.
     let alice = Principal::new("alice", Role::Approver);
-    decide(
-        &*store,
-        &alice,
-        &row.id,
-        &row.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        NOW + 1,
-    )
-    .await
-    .unwrap();
+    approve(&*store, &alice, &row, None, NOW + 1).await.unwrap();
     let stranger = Principal::new("mcp:other", Role::Agent);
     let refused = call
         .report(&*store, &stranger, CallReport::Started, NOW + 2)
@@ -477,19 +473,11 @@ timeout = "1m"
     )
     .await
     .unwrap();
-    decide(
+    approve(
         &*store,
         &Principal::new("root", Role::Admin),
-        &asked.row.id,
-        &asked.row.fingerprint,
-        DecisionRequest::Approve,
-        Some(GrantRequest {
-            scope: GrantScope::Run {
-                run_id: "session-1".to_owned(),
-            },
-            tool: Some("files:write_*".to_owned()),
-            when: None,
-        }),
+        &asked.row,
+        Some(session_grant("files:write_*")),
         NOW + 1,
     )
     .await
