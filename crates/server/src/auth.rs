@@ -145,10 +145,7 @@ impl From<Refusal> for Problem {
 
 /// Checks a token's secret; the token, or why it does not work.
 pub(crate) async fn check_secret(state: &AppState, secret: &str) -> Result<TokenRecord, Refusal> {
-    if !secret.starts_with(TOKEN_PREFIX) {
-        return Err(Refusal::Malformed);
-    }
-    let hash = secret_hash(secret);
+    let hash = hash_of(secret)?;
     let token = match state.cached_token(&hash) {
         Some(token) => token,
         None => {
@@ -158,6 +155,15 @@ pub(crate) async fn check_secret(state: &AppState, secret: &str) -> Result<Token
         }
     };
     live(token, state.now())
+}
+
+/// The hash a token's secret is stored by; refused when `secret` is no
+/// toolgate token at all.
+fn hash_of(secret: &str) -> Result<[u8; 32], Refusal> {
+    if !secret.starts_with(TOKEN_PREFIX) {
+        return Err(Refusal::Malformed);
+    }
+    Ok(secret_hash(secret))
 }
 
 /// The token whose secret hashes to `hash`.
@@ -205,10 +211,7 @@ pub async fn bearer_token(
         Ok(Presented::Cookie(_)) => return Err(missing()),
         Err(problem) => return Err(problem),
     };
-    if !secret.starts_with(TOKEN_PREFIX) {
-        return Err(Refusal::Malformed.into());
-    }
-    let token = stored_token(store, &secret_hash(&secret)).await?;
+    let token = stored_token(store, &hash_of(&secret)?).await?;
     Ok(live(token, now)?)
 }
 
