@@ -404,11 +404,7 @@ impl Writer {
             .iter()
             .all(|request| matches!(request, Request::Append(append, _) if append.deferred));
         if deferred && let Err(error) = self.statement("PRAGMA synchronous = NORMAL") {
-            let why = format!(
-                "cannot write to the store {}: {}",
-                self.path.display(),
-                sqlite_error(&error)
-            );
+            let why = self.cannot_write(&error);
             batch.drain(..).for_each(|r| r.fail(&why));
             return;
         }
@@ -504,11 +500,7 @@ impl Writer {
         if lost.is_none()
             && let Err(error) = self.statement("COMMIT")
         {
-            lost = Some(format!(
-                "cannot write to the store {}: {}",
-                self.path.display(),
-                sqlite_error(&error)
-            ));
+            lost = Some(self.cannot_write(&error));
         }
         match lost {
             None => {
@@ -542,11 +534,10 @@ impl Writer {
     /// deferred transaction could fail to upgrade halfway through), and
     /// reads the audit head again if another process committed meanwhile.
     fn begin(&mut self) -> Result<(), String> {
-        let what = || format!("cannot write to the store {}", self.path.display());
         self.statement("BEGIN IMMEDIATE")
-            .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))?;
+            .map_err(|error| self.cannot_write(&error))?;
         let head = data_version(&self.conn)
-            .map_err(|error| format!("{}: {}", what(), sqlite_error(&error)))
+            .map_err(|error| self.cannot_write(&error))
             .and_then(|version| {
                 if version == self.data_version {
                     return Ok(None);
@@ -617,13 +608,18 @@ impl Writer {
         }
     }
 
-    /// Marks the batch's transaction as lost because of `error`.
-    fn lose(&self, lost: &mut Option<String>, error: &rusqlite::Error) -> StoreError {
-        let why = format!(
+    /// What a write that failed with `error` tells its callers.
+    fn cannot_write(&self, error: &rusqlite::Error) -> String {
+        format!(
             "cannot write to the store {}: {}",
             self.path.display(),
             sqlite_error(error)
-        );
+        )
+    }
+
+    /// Marks the batch's transaction as lost because of `error`.
+    fn lose(&self, lost: &mut Option<String>, error: &rusqlite::Error) -> StoreError {
+        let why = self.cannot_write(error);
         let error = failure(&why);
         *lost = Some(why);
         error
