@@ -31,3 +31,19 @@ mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, WriterStats};
+
+/// Refuses event `seq` of run `run_id`'s log where event `expected` must
+/// come: a log read back has no gaps, or events were deleted.
+pub(crate) fn check_next_event(
+    run_id: &str,
+    expected: u64,
+    seq: u64,
+) -> Result<(), toolgate_core::store::StoreError> {
+    if seq == expected {
+        return Ok(());
+    }
+    Err(toolgate_core::store::StoreError::Corrupt(format!(
+        "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
+        expected - 1
+    )))
+}

@@ -259,12 +259,7 @@ fn events_of(rows: &[Row], run_id: &str, after: u64) -> Result<Vec<StoredEvent>,
         let expected = after + events.len() as u64 + 1;
         let entry = || format!("event {expected} of run {run_id}");
         let seq = count(get(row, 0, &entry)?, &entry)?;
-        if seq != expected {
-            return Err(corrupt(format!(
-                "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
-                expected - 1
-            )));
-        }
+        crate::check_next_event(run_id, expected, seq)?;
         let body: &str = get(row, 2, &entry)?;
         events.push(StoredEvent {
             run_id: run_id.to_owned(),

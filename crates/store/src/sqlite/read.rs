@@ -181,12 +181,7 @@ pub(crate) fn load(
         let expected = after as u64 + events.len() as u64 + 1;
         let entry = || format!("event {expected} of run {run_id}");
         let seq = count(get(row, 0, &entry)?, &entry)?;
-        if seq != expected {
-            return Err(corrupt(format!(
-                "the log of run {run_id} goes from event {} to event {seq}: events were deleted",
-                expected - 1
-            )));
-        }
+        crate::check_next_event(run_id, expected, seq)?;
         let body = body_text(conn, row, 2, &entry)?;
         events.push(StoredEvent {
             run_id: run_id.to_owned(),
