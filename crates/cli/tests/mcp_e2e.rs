@@ -609,6 +609,36 @@ reason = "this folder is read-only for agents"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_whose_schema_toolgate_cannot_read_is_gated_without_it() {
+    // `odd_schema` declares a type no validator knows: toolgate leaves its
+    // arguments to the server, and gates and records the call as any other.
+    let env = Env::new("");
+    let client = connect(
+        Person::default(),
+        env.gateway(
+            &["--name", "notes", "--approve-via", "inbox"],
+            &changing_server(),
+        ),
+    )
+    .await;
+    let result = client
+        .call_tool(call("odd_schema", json!({"n": 7})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, None, "{result:?}");
+    assert_eq!(content_text(&result), "n is 7");
+    client.cancel().await.unwrap();
+    let listed = env.json(&["approvals", "list", "--status", "approved", "--json"]);
+    let tools: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|approval| &approval["tool"])
+        .collect();
+    assert!(tools.contains(&&json!("notes:odd_schema")), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_decides_through_elicitation_when_it_can() {
     let env = Env::new(ASK_WRITES);
     let yes = Person {

@@ -45,4 +45,5 @@ pub use runnable::{Pipe, Runnable, RunnableFn, runnable_fn};
 pub use seed::NotApproved;
 pub use tool::{
     ArgumentProblem, Tool, ToolCall, ToolError, ToolHints, ToolSpec, Tools, check_args,
+    schema_compiles,
 };

@@ -381,6 +381,12 @@ pub fn check_args(tool: &str, schema: &Value, args: &Map<String, Value>) -> Resu
     })
 }
 
+/// Whether `schema` compiles as a JSON Schema, so that [`check_args`] can
+/// check arguments against it (the answer is kept as its schemas are).
+pub fn schema_compiles(schema: &Value) -> bool {
+    with_validator(schema, |validator| validator.is_ok())
+}
+
 /// How many compiled schemas each thread keeps for [`check_args`].
 const KEPT_VALIDATORS: usize = 8;
 

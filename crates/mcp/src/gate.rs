@@ -11,7 +11,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 use toolgate_core::run::{ApprovalStatus, Outcome};
 use toolgate_core::store::ApprovalRow;
-use toolgate_core::{ToolError, ToolHints};
+use toolgate_core::{ToolHints, schema_compiles};
 use toolgate_engine::{
     CallReport, CallRequest, RequestError, RequestedCall, approval_detail, request_call_kept,
 };
@@ -170,7 +170,9 @@ impl Session {
         // waits on reading the session's earlier ones, and a grant for the
         // thread covers the session.
         request.thread = Some(self.state.thread.clone());
-        request.schema = Some(Value::Object((*tool.input_schema).clone()));
+        // A schema toolgate cannot read is the server's to enforce.
+        let schema = Value::Object((*tool.input_schema).clone());
+        request.schema = schema_compiles(&schema).then_some(schema);
         request.description = tool.description.as_ref().map(ToString::to_string);
         request.hints = ToolHints {
             read_only: annotations.and_then(|a| a.read_only_hint),
@@ -198,29 +200,14 @@ impl Session {
         request.start = true;
         let store = &*self.shared.store;
         let now = (self.shared.clock)();
-        match request_call_kept(
+        request_call_kept(
             store,
             &self.shared.policy,
             &self.shared.principal,
-            request.clone(),
+            request,
             now,
         )
         .await
-        {
-            // A schema toolgate cannot read is the server's to enforce.
-            Err(RequestError::InvalidArguments(ToolError::InvalidSchema { .. })) => {
-                request.schema = None;
-                request_call_kept(
-                    store,
-                    &self.shared.policy,
-                    &self.shared.principal,
-                    request,
-                    now,
-                )
-                .await
-            }
-            other => other,
-        }
     }
 
     /// Checks the tool's pin; a refusal when its changed definition was not

@@ -68,6 +68,12 @@ function tools() {
       annotations: readOnly,
     },
     {
+      name: "odd_schema",
+      description: "Echoes n; its input schema is not one a validator reads.",
+      inputSchema: { type: "object", properties: { n: { type: "no such type" } } },
+      annotations: readOnly,
+    },
+    {
       name: "slow",
       description: "Waits the given number of milliseconds, then answers.",
       inputSchema: {
@@ -135,6 +141,8 @@ server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
         JSON.stringify({ jsonrpc: "2.0", id: extra.requestId, result: { content: "not a list" } }) + "\n",
       );
       return new Promise(() => {});
+    case "odd_schema":
+      return text(`n is ${JSON.stringify(args.n)}`);
     case "slow": {
       if (typeof args.ms !== "number" || !(args.ms >= 0)) return toolError("ms must be a number >= 0");
       // notifications/cancelled aborts extra.signal; the SDK then sends no answer.
