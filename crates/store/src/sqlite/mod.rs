@@ -194,14 +194,14 @@ impl Store for SqliteStore {
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers
-            .run(move |conn| read::load(conn, &run_id, 0))
+            .quick(move |conn| read::load(conn, &run_id, 0))
             .await
     }
 
     async fn load_since(&self, run_id: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers
-            .run(move |conn| read::load(conn, &run_id, after))
+            .quick(move |conn| read::load(conn, &run_id, after))
             .await
     }
 
@@ -226,12 +226,12 @@ impl Store for SqliteStore {
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
         let id = id.to_owned();
         self.readers
-            .run(move |conn| read::approval(conn, &id))
+            .quick(move |conn| read::approval(conn, &id))
             .await
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.readers.run(read::grants).await
+        self.readers.quick(read::grants).await
     }
 
     async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
@@ -260,7 +260,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_head(&self) -> Result<u64, StoreError> {
-        self.readers.run(tokens::audit_head).await
+        self.readers.quick(tokens::audit_head).await
     }
 
     async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError> {
@@ -279,7 +279,7 @@ impl Store for SqliteStore {
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
         let hash = *hash;
         self.readers
-            .run(move |conn| tokens::by_hash(conn, &hash))
+            .quick(move |conn| tokens::by_hash(conn, &hash))
             .await
     }
 

@@ -1,8 +1,8 @@
 //! Reads: a small pool of read connections, and the queries they run.
 //!
 //! In WAL mode readers see the last commit and never wait for the writer,
-//! so loads and listings run beside group commits, each on a blocking
-//! thread of tokio's pool.
+//! so loads and listings run beside group commits: listings on a blocking
+//! thread of tokio's pool, lookups by key on the caller's thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -71,6 +71,28 @@ impl Readers {
                 error,
             )
         })?
+    }
+
+    /// Runs `read`, a lookup of a few rows by key, on the calling thread
+    /// when a read connection is idle: such a read takes microseconds from
+    /// the page cache, less than handing it to a blocking thread and back.
+    /// Otherwise (every connection busy, or none opened yet) it waits its
+    /// turn on a blocking thread, as [`Readers::run`] does.
+    pub(crate) async fn quick<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Ok(permit) = self.permits.try_acquire() else {
+            return self.run(read).await;
+        };
+        let Some(conn) = self.idle().pop() else {
+            drop(permit);
+            return self.run(read).await;
+        };
+        let result = read(&conn);
+        self.idle().push(conn);
+        drop(permit);
+        result
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
