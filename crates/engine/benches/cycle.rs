@@ -16,6 +16,11 @@
 //! The store lives in a temporary folder under `TOOLGATE_BENCH_DIR` (default
 //! the system's temporary folder): put it on the disk you want to measure.
 
+/// The allocator of the `toolgate` binary, which runs the engine for the
+/// command line and the server (its `main.rs` says why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -22,6 +22,11 @@
 //! empty). Needs `wrk` on the PATH for `decide` and `ask` (Debian: `apt-get
 //! install wrk`).
 
+/// The allocator of the `toolgate` binary, which serves in production (its
+/// `main.rs` says why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
