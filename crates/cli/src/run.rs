@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use toolgate::engine::{DecideError, DecisionRequest, Step, decide};
+use toolgate::engine::{DecideError, DecisionRequest, Step};
 use toolgate::grant::{GrantRequest, GrantScope};
 use toolgate::policy::DecidedBy;
 use toolgate::run::{ApprovalState, ApprovalStatus, Event, Gate, Outcome, RunState};
@@ -339,7 +339,7 @@ async fn drive(
                         continue;
                     };
                     if pending.status == ApprovalStatus::Pending {
-                        asker.ask(store.as_ref(), &principal, &pending).await?;
+                        asker.ask(agent, run_id, &principal, &pending).await?;
                     }
                 }
             }
@@ -466,9 +466,12 @@ impl Asker {
         Ok(answer)
     }
 
+    /// Asks about `approval` of run `run_id` until the answer is
+    /// recorded; the decision starts from the run as `agent` left it.
     async fn ask(
         &mut self,
-        store: &dyn Store,
+        agent: &Agent,
+        run_id: &str,
         principal: &Principal,
         approval: &ApprovalState,
     ) -> anyhow::Result<()> {
@@ -508,16 +511,17 @@ impl Asker {
                 None => (DecisionRequest::Reject(None), None),
             };
             let for_run = grant.is_some();
-            match decide(
-                store,
-                principal,
-                &approval.id,
-                &approval.fingerprint,
-                request,
-                grant,
-                now(),
-            )
-            .await
+            match agent
+                .decide(
+                    principal,
+                    run_id,
+                    &approval.id,
+                    &approval.fingerprint,
+                    request,
+                    grant,
+                    now(),
+                )
+                .await
             {
                 Ok(row) => {
                     let tool = &row.tool;

@@ -7,11 +7,17 @@
 //!
 //! - `sequential [N]`: N cycles one after the other (default 2000); prints
 //!   the latency percentiles and the commits per cycle.
-//! - `concurrent [TASKS] [SECONDS]`: TASKS runs at once (default 256) for
-//!   SECONDS (default 10); prints cycles per second.
+//! - `concurrent [TASKS] [SECONDS] [DECIDER]`: TASKS runs at once (default
+//!   256) for SECONDS (default 10); prints cycles per second.
 //! - `pending [N]`: fills a store with N pending approvals (default
 //!   100000), then times listing the newest 50 and reports disk and memory.
 //! - `fsync`: what one durable commit of one row costs on this disk.
+//!
+//! DECIDER (for `sequential` too, after N) is who approves: `agent` (the
+//! default), an approver in the agent's process, as at the command line's
+//! terminal ([`Agent::decide`], which starts from the run the agent kept);
+//! or `store`, an approver elsewhere, who has only the store ([`decide`],
+//! which reads the run's log).
 //!
 //! The store lives in a temporary folder under `TOOLGATE_BENCH_DIR` (default
 //! the system's temporary folder): put it on the disk you want to measure.
@@ -110,8 +116,30 @@ fn bench() -> Bench {
     }
 }
 
-/// One full cycle; returns the number of commits the decision made (1).
-async fn cycle(bench: &Bench, approver: &Principal) {
+/// Who approves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Decider {
+    /// An approver in the agent's process: [`Agent::decide`].
+    Agent,
+    /// An approver with the store only: [`decide`].
+    Store,
+}
+
+impl Decider {
+    fn parse(arg: Option<&String>) -> Decider {
+        match arg.map(String::as_str) {
+            None | Some("agent") => Decider::Agent,
+            Some("store") => Decider::Store,
+            Some(other) => {
+                eprintln!("unknown decider `{other}`: use agent or store");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+/// One full cycle.
+async fn cycle(bench: &Bench, approver: &Principal, decider: Decider) {
     let outcome = bench.agent.run(PROMPT).await.unwrap();
     let RunOutcome::Waiting {
         run_id, approvals, ..
@@ -120,17 +148,35 @@ async fn cycle(bench: &Bench, approver: &Principal) {
         panic!("the run should wait for approval: {outcome:?}");
     };
     let approval = &approvals[0];
-    decide(
-        bench.store.as_ref(),
-        approver,
-        &approval.id,
-        &approval.fingerprint,
-        DecisionRequest::Approve,
-        None,
-        now(),
-    )
-    .await
-    .unwrap();
+    let decided = match decider {
+        Decider::Agent => {
+            bench
+                .agent
+                .decide(
+                    approver,
+                    &run_id,
+                    &approval.id,
+                    &approval.fingerprint,
+                    DecisionRequest::Approve,
+                    None,
+                    now(),
+                )
+                .await
+        }
+        Decider::Store => {
+            decide(
+                bench.store.as_ref(),
+                approver,
+                &approval.id,
+                &approval.fingerprint,
+                DecisionRequest::Approve,
+                None,
+                now(),
+            )
+            .await
+        }
+    };
+    assert_eq!(decided.unwrap().status, ApprovalStatus::Approved);
     match bench.agent.resume(&run_id).await.unwrap() {
         RunOutcome::Completed { .. } => {}
         other => panic!("the run should complete: {other:?}"),
@@ -150,25 +196,28 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn sequential(n: usize) {
+async fn sequential(n: usize, decider: Decider) {
     let bench = bench();
     let approver = Principal::new("alice", Role::Approver);
     for _ in 0..50 {
-        cycle(&bench, &approver).await;
+        cycle(&bench, &approver, decider).await;
     }
     bench.commits.store(0, Ordering::Relaxed);
     let mut times = Vec::with_capacity(n);
     let started = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        cycle(&bench, &approver).await;
+        cycle(&bench, &approver, decider).await;
         times.push(t.elapsed());
     }
     let total = started.elapsed();
     times.sort();
     // The decision is one commit the observer does not see.
     let commits = bench.commits.load(Ordering::Relaxed) as f64 / n as f64 + 1.0;
-    println!("sequential: {n} cycles in {:.2} s", total.as_secs_f64());
+    println!(
+        "sequential: {n} cycles in {:.2} s, decided by the {decider:?}",
+        total.as_secs_f64()
+    );
     println!(
         "  latency p50 {}  p90 {}  p99 {}  max {}",
         ms(percentile(&times, 0.5)),
@@ -179,7 +228,7 @@ async fn sequential(n: usize) {
     println!("  durable commits per cycle: {commits:.1}");
 }
 
-async fn concurrent(tasks: usize, seconds: u64) {
+async fn concurrent(tasks: usize, seconds: u64, decider: Decider) {
     let bench = Arc::new(bench());
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let done = Arc::new(AtomicU64::new(0));
@@ -191,7 +240,7 @@ async fn concurrent(tasks: usize, seconds: u64) {
         handles.push(tokio::spawn(async move {
             let approver = Principal::new(format!("approver-{i}"), Role::Approver);
             while Instant::now() < deadline {
-                cycle(&bench, &approver).await;
+                cycle(&bench, &approver, decider).await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -210,7 +259,7 @@ async fn concurrent(tasks: usize, seconds: u64) {
         stats.largest_batch
     );
     println!(
-        "concurrent: {tasks} runs at once, {cycles} cycles in {elapsed:.2} s = {:.0} cycles/s ({:.0} commits/s)",
+        "concurrent: {tasks} runs at once, decided by the {decider:?}, {cycles} cycles in {elapsed:.2} s = {:.0} cycles/s ({:.0} commits/s)",
         cycles as f64 / elapsed,
         (bench.commits.load(Ordering::Relaxed) + cycles) as f64 / elapsed
     );
@@ -322,14 +371,21 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         match args.first().map(String::as_str) {
-            Some("sequential") => sequential(number(1, 2000)).await,
-            Some("concurrent") => concurrent(number(1, 256), number(2, 10) as u64).await,
+            Some("sequential") => sequential(number(1, 2000), Decider::parse(args.get(2))).await,
+            Some("concurrent") => {
+                concurrent(
+                    number(1, 256),
+                    number(2, 10) as u64,
+                    Decider::parse(args.get(3)),
+                )
+                .await
+            }
             Some("pending") => pending(number(1, 100_000)).await,
             Some("fsync") => fsync().await,
             None => {
                 fsync().await;
-                sequential(2000).await;
-                concurrent(256, 10).await;
+                sequential(2000, Decider::Agent).await;
+                concurrent(256, 10, Decider::Agent).await;
             }
             Some(other) => {
                 eprintln!("unknown mode `{other}`: use sequential, concurrent, pending or fsync");

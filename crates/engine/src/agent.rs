@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
-use toolgate_core::grant::Grant;
+use toolgate_core::grant::{Grant, GrantRequest};
 use toolgate_core::policy::{Action, EvalInput, Policy, Verdict};
 use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
 use toolgate_core::store::{Append, ApprovalRow, Lease, Store, StoreError};
-use toolgate_core::{ChatModel, ChatRequest, Messages, TextSink, Tools};
+use toolgate_core::{ChatModel, ChatRequest, Fingerprint, Messages, Principal, TextSink, Tools};
 
-use crate::decide::expire_due_in;
+use crate::decide::{Decide, expire_due_in};
 use crate::rows::{ApprovalMarks, approval_row, changed_approvals, run_row};
 use crate::{Clock, EngineError, new_id, system_clock};
+use crate::{DecideError, DecisionRequest};
 
 /// What the engine does when a run must wait for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,6 +322,62 @@ impl Agent {
             None => Loaded::load(store.as_ref(), run_id).await?,
         };
         self.drive(run.engine_run()?).await
+    }
+
+    /// [`crate::decide`], for an approver in this agent's process (the
+    /// command line's terminal approver, an application's own dialog):
+    /// when this agent left run `run_id` waiting, the decision starts from
+    /// the run as it kept it (brought up to date from the store) instead of
+    /// reading and folding its whole log, and the fold is kept with the
+    /// decision, so that [`Agent::resume`] goes on from there.
+    ///
+    /// The guarantees are those of [`crate::decide`]: the decision is
+    /// checked against the run as it stands and appended at that version,
+    /// so a decision made meanwhile elsewhere wins the race and this one is
+    /// checked again against it. Runs this agent did not keep are decided
+    /// from the store.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide(
+        &self,
+        principal: &Principal,
+        run_id: &str,
+        approval_id: &str,
+        fingerprint: &Fingerprint,
+        request: DecisionRequest,
+        grant: Option<GrantRequest>,
+        now: i64,
+    ) -> Result<ApprovalRow, DecideError> {
+        let store = self.store_ref()?;
+        let kept = self
+            .kept
+            .take(run_id)
+            .filter(|run| run.state.approval(approval_id).is_some());
+        let Some(kept) = kept else {
+            return crate::decide(
+                store.as_ref(),
+                principal,
+                approval_id,
+                fingerprint,
+                request,
+                grant,
+                now,
+            )
+            .await;
+        };
+        let decision = Decide {
+            principal,
+            approval_id,
+            fingerprint: Some(fingerprint),
+            request,
+            grant,
+            now,
+        };
+        let recorded = decision
+            .record(store.as_ref(), run_id, Some(kept), false)
+            .await?;
+        let row = recorded.row(approval_id, now);
+        self.kept.keep(recorded.run);
+        Ok(row)
     }
 
     /// Takes runs that are ready for the engine (a decision came, or a
@@ -905,7 +962,7 @@ impl Loaded {
     /// The fold brought up to date with what was appended since: by this
     /// process, others, or people deciding. Folding the new events onto
     /// the fold of the older ones is the fold of the whole log.
-    async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
+    pub(crate) async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
         let events = store.load_since(&self.run_id, self.state.version).await?;
         if events
             .first()

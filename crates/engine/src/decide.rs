@@ -108,17 +108,17 @@ pub async fn decide(
     grant: Option<GrantRequest>,
     now: i64,
 ) -> Result<ApprovalRow, DecideError> {
-    decide_detailed(
-        store,
+    let row = store.approval(approval_id).await?;
+    let decision = Decide {
         principal,
         approval_id,
-        Some(fingerprint),
+        fingerprint: Some(fingerprint),
         request,
         grant,
         now,
-    )
-    .await
-    .map(|detail| detail.row)
+    };
+    let recorded = decision.record(store, &row.run_id, None, false).await?;
+    Ok(recorded.row(approval_id, now))
 }
 
 /// [`decide`], returning the approval with its history (so that a caller
@@ -134,125 +134,190 @@ pub async fn decide_detailed(
     now: i64,
 ) -> Result<ApprovalDetail, DecideError> {
     let row = store.approval(approval_id).await?;
-    for _ in 0..MAX_ATTEMPTS {
-        let mut events = store.load(&row.run_id).await?;
-        let mut run = Loaded::of(&row.run_id, &events);
-        let approval = run
+    let decision = Decide {
+        principal,
+        approval_id,
+        fingerprint,
+        request,
+        grant,
+        now,
+    };
+    let recorded = decision.record(store, &row.run_id, None, true).await?;
+    let row = recorded.row(approval_id, now);
+    Ok(ApprovalDetail::of(row, &recorded.log.unwrap_or_default())
+        .expect("the log has the approval: it was just decided"))
+}
+
+/// A decision to record: [`decide`]'s arguments.
+pub(crate) struct Decide<'a> {
+    pub(crate) principal: &'a Principal,
+    pub(crate) approval_id: &'a str,
+    pub(crate) fingerprint: Option<&'a Fingerprint>,
+    pub(crate) request: DecisionRequest,
+    pub(crate) grant: Option<GrantRequest>,
+    pub(crate) now: i64,
+}
+
+/// A decision as recorded.
+pub(crate) struct Recorded {
+    /// The run as the decision left it.
+    pub(crate) run: Loaded,
+    /// The run's whole log, decision included, when it was asked for.
+    log: Option<Vec<StoredEvent>>,
+}
+
+impl Recorded {
+    /// The decided approval's row.
+    pub(crate) fn row(&self, approval_id: &str, now: i64) -> ApprovalRow {
+        let decided = self
+            .run
             .state
             .approval(approval_id)
-            .ok_or_else(|| DecideError::NotFound {
-                what: "approval",
-                id: approval_id.to_owned(),
-            })?
-            .clone();
-        if approval.status == ApprovalStatus::Pending
-            && approval.expires_at.is_some_and(|at| at <= now)
-        {
-            match expire_due_in(store, &mut run, now).await {
-                Ok(_) => continue,
-                Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+            .expect("the approval was just decided");
+        approval_row(&self.run.run_id, decided, Some(now))
+    }
+}
+
+impl Decide<'_> {
+    /// Folds run `run_id` (from `kept`, brought up to date, when given;
+    /// else from its whole log, kept when `with_log`), checks the decision
+    /// against it and appends it at the folded version; folds again and
+    /// checks again after losing a race.
+    pub(crate) async fn record(
+        &self,
+        store: &dyn Store,
+        run_id: &str,
+        mut kept: Option<Loaded>,
+        with_log: bool,
+    ) -> Result<Recorded, DecideError> {
+        let Decide {
+            principal,
+            approval_id,
+            now,
+            ..
+        } = *self;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut run, mut log) = match kept.take() {
+                Some(kept) => (kept.refresh(store).await?, None),
+                None if with_log => {
+                    let events = store.load(run_id).await?;
+                    (Loaded::of(run_id, &events), Some(events))
+                }
+                None => (Loaded::load(store, run_id).await?, None),
+            };
+            let approval = run
+                .state
+                .approval(approval_id)
+                .ok_or_else(|| DecideError::NotFound {
+                    what: "approval",
+                    id: approval_id.to_owned(),
+                })?
+                .clone();
+            if approval.status == ApprovalStatus::Pending
+                && approval.expires_at.is_some_and(|at| at <= now)
+            {
+                match expire_due_in(store, &mut run, now).await {
+                    Ok(_) => continue,
+                    Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if !principal.may_decide(&approval.ask.approvers) {
+                let reason = if principal.role == Role::Agent {
+                    "agents never decide; use an approver's or an admin's token".to_owned()
+                } else {
+                    format!(
+                        "it may be decided by {} only",
+                        approval
+                            .ask
+                            .approvers
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                return Err(DecideError::Forbidden {
+                    principal: principal.name.clone(),
+                    approval_id: approval_id.to_owned(),
+                    reason,
+                });
+            }
+            let decision = match &self.request {
+                DecisionRequest::Approve => Decision::Approve,
+                DecisionRequest::Reject(message) => Decision::Reject {
+                    message: message.clone(),
+                },
+                DecisionRequest::Edit(args) => {
+                    check_args(&approval.call.name, &approval.schema, args)
+                        .map_err(DecideError::InvalidArguments)?;
+                    Decision::Edit {
+                        args: args.clone(),
+                        new_fingerprint: Fingerprint::of_call(
+                            &approval.call.name,
+                            args,
+                            &approval.schema,
+                        ),
+                    }
+                }
+            };
+            let fingerprint = self.fingerprint.unwrap_or(&approval.fingerprint);
+            approval.check_decision(&principal.name, &decision, fingerprint)?;
+            let grant = match (&self.grant, &decision) {
+                (Some(_), Decision::Reject { .. }) => {
+                    return Err(DecideError::InvalidGrant(
+                        "a rejection cannot grant anything; approve or edit to grant".to_owned(),
+                    ));
+                }
+                (Some(request), _) => Some(make_grant(
+                    request,
+                    &approval.call.name,
+                    run_id,
+                    run.state.thread.as_deref(),
+                    principal,
+                    approval_id,
+                    now,
+                )?),
+                (None, _) => None,
+            };
+            let event = Event::DecisionRecorded {
+                approval_id: approval_id.to_owned(),
+                decision,
+                principal: principal.name.clone(),
+                fingerprint: fingerprint.clone(),
+                grant: grant.clone(),
+            };
+            let appended = log.as_ref().map(|_| StoredEvent {
+                run_id: run_id.to_owned(),
+                seq: run.state.version + 1,
+                at: now,
+                event: event.clone(),
+            });
+            match append_events(
+                store,
+                &mut run,
+                vec![event],
+                grant.into_iter().collect(),
+                now,
+            )
+            .await
+            {
+                Ok(()) => {
+                    if let (Some(log), Some(appended)) = (&mut log, appended) {
+                        log.push(appended);
+                    }
+                    return Ok(Recorded { run, log });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(error) => return Err(error.into()),
             }
         }
-        if !principal.may_decide(&approval.ask.approvers) {
-            let reason = if principal.role == Role::Agent {
-                "agents never decide; use an approver's or an admin's token".to_owned()
-            } else {
-                format!(
-                    "it may be decided by {} only",
-                    approval
-                        .ask
-                        .approvers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            return Err(DecideError::Forbidden {
-                principal: principal.name.clone(),
-                approval_id: approval_id.to_owned(),
-                reason,
-            });
+        Err(EngineError::Contended {
+            run_id: run_id.to_owned(),
+            attempts: MAX_ATTEMPTS,
         }
-        let decision = match &request {
-            DecisionRequest::Approve => Decision::Approve,
-            DecisionRequest::Reject(message) => Decision::Reject {
-                message: message.clone(),
-            },
-            DecisionRequest::Edit(args) => {
-                check_args(&approval.call.name, &approval.schema, args)
-                    .map_err(DecideError::InvalidArguments)?;
-                Decision::Edit {
-                    args: args.clone(),
-                    new_fingerprint: Fingerprint::of_call(
-                        &approval.call.name,
-                        args,
-                        &approval.schema,
-                    ),
-                }
-            }
-        };
-        let fingerprint = fingerprint.unwrap_or(&approval.fingerprint);
-        approval.check_decision(&principal.name, &decision, fingerprint)?;
-        let grant = match (&grant, &decision) {
-            (Some(_), Decision::Reject { .. }) => {
-                return Err(DecideError::InvalidGrant(
-                    "a rejection cannot grant anything; approve or edit to grant".to_owned(),
-                ));
-            }
-            (Some(request), _) => Some(make_grant(
-                request,
-                &approval.call.name,
-                &row.run_id,
-                run.state.thread.as_deref(),
-                principal,
-                approval_id,
-                now,
-            )?),
-            (None, _) => None,
-        };
-        let event = Event::DecisionRecorded {
-            approval_id: approval_id.to_owned(),
-            decision,
-            principal: principal.name.clone(),
-            fingerprint: fingerprint.clone(),
-            grant: grant.clone(),
-        };
-        let appended = StoredEvent {
-            run_id: row.run_id.clone(),
-            seq: run.state.version + 1,
-            at: now,
-            event: event.clone(),
-        };
-        match append_events(
-            store,
-            &mut run,
-            vec![event],
-            grant.into_iter().collect(),
-            now,
-        )
-        .await
-        {
-            Ok(()) => {
-                let decided = run
-                    .state
-                    .approval(approval_id)
-                    .expect("the approval was just decided");
-                let row = approval_row(&row.run_id, decided, Some(now));
-                events.push(appended);
-                return Ok(ApprovalDetail::of(row, &events)
-                    .expect("the log has the approval: it was just decided"));
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(error.into()),
-        }
+        .into())
     }
-    Err(EngineError::Contended {
-        run_id: row.run_id,
-        attempts: MAX_ATTEMPTS,
-    }
-    .into())
 }
 
 fn make_grant(

@@ -395,6 +395,139 @@ async fn of_two_racing_deciders_exactly_one_wins() {
     }
 }
 
+/// The agent that left `prompt`'s run waiting on one call to `send`.
+async fn waiting_send(
+    store: &Arc<dyn toolgate_core::store::Store>,
+    kit: &common::Kit,
+) -> (Agent, RunOutcome) {
+    let model = model("send it", &[("c1", "send", json!({"recipient": "sally"}))]);
+    let agent = Agent::new(
+        Arc::new(model) as Arc<dyn toolgate_core::ChatModel>,
+        kit.tools.clone(),
+    )
+    .store(Arc::clone(store));
+    let outcome = agent.run("send it").await.unwrap();
+    (agent, outcome)
+}
+
+#[tokio::test]
+async fn an_approver_in_the_agents_process_decides_from_the_run_it_kept() {
+    let (store, _dir) = store();
+    let kit = kit();
+    let (agent, outcome) = waiting_send(&store, &kit).await;
+    let approval = waiting(&outcome)[0].clone();
+    let decided = agent
+        .decide(
+            &alice(),
+            outcome.run_id(),
+            &approval.id,
+            &approval.fingerprint,
+            DecisionRequest::Approve,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("alice"));
+    // Stored as any decision is: the row, and a signed entry in the log.
+    assert_eq!(store.approval(&approval.id).await.unwrap(), decided);
+    let log = store.load(outcome.run_id()).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|e| matches!(e.event, Event::DecisionRecorded { .. }))
+            .count(),
+        1
+    );
+    let outcome = agent.resume(outcome.run_id()).await.unwrap();
+    assert_eq!(answer(&outcome), "done");
+    assert_eq!(kit.send.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_decision_from_a_kept_run_sees_one_made_elsewhere_first() {
+    let (store, _dir) = store();
+    let kit = kit();
+    let (agent, outcome) = waiting_send(&store, &kit).await;
+    let approval = waiting(&outcome)[0].clone();
+    decide(
+        store.as_ref(),
+        &bob(),
+        &approval.id,
+        &approval.fingerprint,
+        DecisionRequest::Reject(Some("not to sally".to_owned())),
+        None,
+        NOW,
+    )
+    .await
+    .unwrap();
+    // The agent's fold of the run still has the approval pending.
+    let refused = agent
+        .decide(
+            &alice(),
+            outcome.run_id(),
+            &approval.id,
+            &approval.fingerprint,
+            DecisionRequest::Approve,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap_err();
+    match refused {
+        DecideError::Decision(DecisionError::AlreadyDecided { status, by, .. }) => {
+            assert_eq!(status, ApprovalStatus::Rejected);
+            assert_eq!(by.as_deref(), Some("bob"));
+        }
+        other => panic!("alice must see bob's decision: {other}"),
+    }
+    let outcome = agent.resume(outcome.run_id()).await.unwrap();
+    assert_eq!(answer(&outcome), "could not do it");
+    assert_eq!(kit.send.load(Ordering::SeqCst), 0, "the rejection stands");
+}
+
+#[tokio::test]
+async fn an_agent_decides_runs_it_did_not_keep_from_the_store() {
+    let (store, _dir) = store();
+    let kit = kit();
+    let (_agent, outcome) = waiting_send(&store, &kit).await;
+    let approval = waiting(&outcome)[0].clone();
+    // Another agent on the same store, as in another process.
+    let (other, _) = waiting_send(&store, &kit).await;
+    let decided = other
+        .decide(
+            &alice(),
+            outcome.run_id(),
+            &approval.id,
+            &approval.fingerprint,
+            DecisionRequest::Approve,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    let missing = other
+        .decide(
+            &alice(),
+            outcome.run_id(),
+            "no-such-approval",
+            &approval.fingerprint,
+            DecisionRequest::Approve,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, DecideError::NotFound { what: "approval", id } if id == "no-such-approval"),
+        "{missing}"
+    );
+    let outcome = other.resume(outcome.run_id()).await.unwrap();
+    assert_eq!(answer(&outcome), "done");
+    assert_eq!(kit.send.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_quorum_needs_distinct_approvers() {
     let (store, _dir) = store();
