@@ -327,15 +327,16 @@ impl Agent {
     /// [`crate::decide`], for an approver in this agent's process (the
     /// command line's terminal approver, an application's own dialog):
     /// when this agent left run `run_id` waiting, the decision starts from
-    /// the run as it kept it (brought up to date from the store) instead of
-    /// reading and folding its whole log, and the fold is kept with the
-    /// decision, so that [`Agent::resume`] goes on from there.
+    /// the run as it kept it instead of reading and folding its whole log,
+    /// and the fold is kept with the decision, so that [`Agent::resume`]
+    /// goes on from there.
     ///
     /// The guarantees are those of [`crate::decide`]: the decision is
-    /// checked against the run as it stands and appended at that version,
-    /// so a decision made meanwhile elsewhere wins the race and this one is
-    /// checked again against it. Runs this agent did not keep are decided
-    /// from the store.
+    /// appended at the version of the run it was checked against, so if
+    /// anything was appended since (a decision made meanwhile elsewhere),
+    /// the append conflicts and the decision is checked again against the
+    /// run as stored. Runs this agent did not keep are decided from the
+    /// store.
     #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,

@@ -179,10 +179,13 @@ impl Recorded {
 }
 
 impl Decide<'_> {
-    /// Folds run `run_id` (from `kept`, brought up to date, when given;
-    /// else from its whole log, kept when `with_log`), checks the decision
-    /// against it and appends it at the folded version; folds again and
-    /// checks again after losing a race.
+    /// Checks the decision against run `run_id` as folded and appends it at
+    /// the folded version; folds again from the store and checks again
+    /// after losing a race. The first fold is `kept` when given, as it is:
+    /// should it be behind the store, the append conflicts, and a fold that
+    /// is behind refuses nothing a fresh one would allow (approvers, schema
+    /// and pending fingerprint do not change; decisions only add up).
+    /// Otherwise it is the fold of the whole log, kept when `with_log`.
     pub(crate) async fn record(
         &self,
         store: &dyn Store,
@@ -198,7 +201,7 @@ impl Decide<'_> {
         } = *self;
         for _ in 0..MAX_ATTEMPTS {
             let (mut run, mut log) = match kept.take() {
-                Some(kept) => (kept.refresh(store).await?, None),
+                Some(kept) => (kept, None),
                 None if with_log => {
                     let events = store.load(run_id).await?;
                     (Loaded::of(run_id, &events), Some(events))
