@@ -231,7 +231,7 @@ impl Store for SqliteStore {
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.readers.quick(read::grants).await
+        self.readers.run(read::grants).await
     }
 
     async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
