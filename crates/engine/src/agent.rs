@@ -349,22 +349,6 @@ impl Agent {
         now: i64,
     ) -> Result<ApprovalRow, DecideError> {
         let store = self.store_ref()?;
-        let kept = self
-            .kept
-            .take(run_id)
-            .filter(|run| run.state.approval(approval_id).is_some());
-        let Some(kept) = kept else {
-            return crate::decide(
-                store.as_ref(),
-                principal,
-                approval_id,
-                fingerprint,
-                request,
-                grant,
-                now,
-            )
-            .await;
-        };
         let decision = Decide {
             principal,
             approval_id,
@@ -373,12 +357,24 @@ impl Agent {
             grant,
             now,
         };
-        let recorded = decision
-            .record(store.as_ref(), run_id, Some(kept), false)
-            .await?;
-        let row = recorded.row(approval_id, now);
-        self.kept.keep(recorded.run);
-        Ok(row)
+        match self.kept.take(run_id) {
+            Some(kept) if kept.state.approval(approval_id).is_some() => {
+                let recorded = decision
+                    .record(store.as_ref(), run_id, Some(kept), false)
+                    .await?;
+                let row = recorded.row(approval_id, now);
+                self.kept.keep(recorded.run);
+                Ok(row)
+            }
+            other => {
+                // Not this run's approval: the run stays kept as it was.
+                if let Some(kept) = other {
+                    self.kept.keep(kept);
+                }
+                let recorded = decision.record_in_store(store.as_ref(), false).await?;
+                Ok(recorded.row(approval_id, now))
+            }
+        }
     }
 
     /// Takes runs that are ready for the engine (a decision came, or a
@@ -963,7 +959,7 @@ impl Loaded {
     /// The fold brought up to date with what was appended since: by this
     /// process, others, or people deciding. Folding the new events onto
     /// the fold of the older ones is the fold of the whole log.
-    pub(crate) async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
+    async fn refresh(mut self, store: &dyn Store) -> Result<Loaded, EngineError> {
         let events = store.load_since(&self.run_id, self.state.version).await?;
         if events
             .first()

@@ -108,7 +108,6 @@ pub async fn decide(
     grant: Option<GrantRequest>,
     now: i64,
 ) -> Result<ApprovalRow, DecideError> {
-    let row = store.approval(approval_id).await?;
     let decision = Decide {
         principal,
         approval_id,
@@ -117,7 +116,7 @@ pub async fn decide(
         grant,
         now,
     };
-    let recorded = decision.record(store, &row.run_id, None, false).await?;
+    let recorded = decision.record_in_store(store, false).await?;
     Ok(recorded.row(approval_id, now))
 }
 
@@ -133,7 +132,6 @@ pub async fn decide_detailed(
     grant: Option<GrantRequest>,
     now: i64,
 ) -> Result<ApprovalDetail, DecideError> {
-    let row = store.approval(approval_id).await?;
     let decision = Decide {
         principal,
         approval_id,
@@ -142,7 +140,7 @@ pub async fn decide_detailed(
         grant,
         now,
     };
-    let recorded = decision.record(store, &row.run_id, None, true).await?;
+    let recorded = decision.record_in_store(store, true).await?;
     let row = recorded.row(approval_id, now);
     Ok(ApprovalDetail::of(row, &recorded.log.unwrap_or_default())
         .expect("the log has the approval: it was just decided"))
@@ -179,6 +177,17 @@ impl Recorded {
 }
 
 impl Decide<'_> {
+    /// [`Decide::record`] for the run the store says holds the approval,
+    /// folded from its whole log.
+    pub(crate) async fn record_in_store(
+        &self,
+        store: &dyn Store,
+        with_log: bool,
+    ) -> Result<Recorded, DecideError> {
+        let row = store.approval(self.approval_id).await?;
+        self.record(store, &row.run_id, None, with_log).await
+    }
+
     /// Checks the decision against run `run_id` as folded and appends it at
     /// the folded version; folds again from the store and checks again
     /// after losing a race. The first fold is `kept` when given, as it is:

@@ -50,6 +50,28 @@ async fn approve(
     .await
 }
 
+/// `principal` approves approval `approval_id` of run `run_id`, on the
+/// fingerprint `approval` showed, through `agent` (in its process).
+async fn approve_in(
+    agent: &Agent,
+    principal: &Principal,
+    run_id: &str,
+    approval_id: &str,
+    approval: &toolgate_core::store::ApprovalRow,
+) -> Result<toolgate_core::store::ApprovalRow, DecideError> {
+    agent
+        .decide(
+            principal,
+            run_id,
+            approval_id,
+            &approval.fingerprint,
+            DecisionRequest::Approve,
+            None,
+            NOW,
+        )
+        .await
+}
+
 fn waiting(outcome: &RunOutcome) -> &[toolgate_core::store::ApprovalRow] {
     match outcome {
         RunOutcome::Waiting { approvals, .. } => approvals,
@@ -416,16 +438,7 @@ async fn an_approver_in_the_agents_process_decides_from_the_run_it_kept() {
     let kit = kit();
     let (agent, outcome) = waiting_send(&store, &kit).await;
     let approval = waiting(&outcome)[0].clone();
-    let decided = agent
-        .decide(
-            &alice(),
-            outcome.run_id(),
-            &approval.id,
-            &approval.fingerprint,
-            DecisionRequest::Approve,
-            None,
-            NOW,
-        )
+    let decided = approve_in(&agent, &alice(), outcome.run_id(), &approval.id, &approval)
         .await
         .unwrap();
     assert_eq!(decided.status, ApprovalStatus::Approved);
@@ -462,16 +475,7 @@ async fn a_decision_from_a_kept_run_sees_one_made_elsewhere_first() {
     .await
     .unwrap();
     // The agent's fold of the run still has the approval pending.
-    let refused = agent
-        .decide(
-            &alice(),
-            outcome.run_id(),
-            &approval.id,
-            &approval.fingerprint,
-            DecisionRequest::Approve,
-            None,
-            NOW,
-        )
+    let refused = approve_in(&agent, &alice(), outcome.run_id(), &approval.id, &approval)
         .await
         .unwrap_err();
     match refused {
@@ -494,31 +498,19 @@ async fn an_agent_decides_runs_it_did_not_keep_from_the_store() {
     let approval = waiting(&outcome)[0].clone();
     // Another agent on the same store, as in another process.
     let (other, _) = waiting_send(&store, &kit).await;
-    let decided = other
-        .decide(
-            &alice(),
-            outcome.run_id(),
-            &approval.id,
-            &approval.fingerprint,
-            DecisionRequest::Approve,
-            None,
-            NOW,
-        )
+    let decided = approve_in(&other, &alice(), outcome.run_id(), &approval.id, &approval)
         .await
         .unwrap();
     assert_eq!(decided.status, ApprovalStatus::Approved);
-    let missing = other
-        .decide(
-            &alice(),
-            outcome.run_id(),
-            "no-such-approval",
-            &approval.fingerprint,
-            DecisionRequest::Approve,
-            None,
-            NOW,
-        )
-        .await
-        .unwrap_err();
+    let missing = approve_in(
+        &other,
+        &alice(),
+        outcome.run_id(),
+        "no-such-approval",
+        &approval,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&missing, DecideError::NotFound { what: "approval", id } if id == "no-such-approval"),
         "{missing}"
