@@ -56,6 +56,7 @@ macro_rules! store_conformance_tests {
             creating_an_existing_run_conflicts,
             empty_append_is_refused,
             concurrent_appends_at_one_version_exactly_one_wins,
+            appends_sent_together_are_answered_each_on_its_own,
             run_rows_are_upserted_and_listed_newest_first,
             a_runs_creation_time_is_its_first_appends,
             approval_rows_are_upserted_filtered_and_paged,
@@ -439,6 +440,75 @@ pub async fn empty_append_is_refused(store: Arc<dyn Store>) {
     assert_not_found(store.load("run-1").await, "run", "run-1");
     assert_eq!(ok(store.runs(&RunQuery::default()).await), vec![]);
     assert_eq!(ok(store.audit(0, 100).await), vec![]);
+}
+
+/// Appends sent at once from one task (which a store may commit in one
+/// transaction) are answered each on its own, as if made one after another
+/// in the order sent: one that goes on from another of them succeeds, one
+/// at a version another of them took conflicts, and one whose write is
+/// refused fails alone, leaving the others stored.
+pub async fn appends_sent_together_are_answered_each_on_its_own(store: Arc<dyn Store>) {
+    let mut owner = append("run-1", 0, vec![started("Email Bob")]);
+    owner.approvals = vec![approval_row("appr-1", "run-1", ApprovalStatus::Pending, 10)];
+    ok(store.append(owner).await);
+    let before = verified_audit(&*store).await.len() as u64;
+
+    let mut stolen = append("run-4", 0, vec![started("Other")]);
+    stolen.approvals = vec![approval_row("appr-1", "run-4", ApprovalStatus::Pending, 20)];
+    let call = model_turn("call-1", "bob@example.com");
+    let mut results = futures::future::join_all([
+        store.append(append("run-2", 0, vec![started("First")])),
+        store.append(append("run-2", 0, vec![started("Second")])),
+        store.append(append("run-2", 1, vec![call.clone()])),
+        store.append(append("run-3", 5, vec![run_completed()])),
+        store.append(stolen),
+        store.append_deferred(append("run-5", 0, vec![started("Fifth")])),
+        store.append(append("run-1", 1, vec![run_completed()])),
+    ])
+    .await
+    .into_iter();
+    let mut next = || results.next().expect("one answer per append");
+    assert_eq!(ok(next()), 1, "the first append of run-2 creates it");
+    assert_conflict(next(), "run-2", 0, 1);
+    assert_eq!(ok(next()), 2, "an append goes on from the one before it");
+    assert_conflict(next(), "run-3", 5, 0);
+    let refused = next().unwrap_err().to_string();
+    assert!(
+        refused.contains("approval appr-1 belongs to another run"),
+        "the refused append says why: {refused}"
+    );
+    assert_eq!(ok(next()), 1, "a deferred append among durable ones");
+    assert_eq!(
+        ok(next()),
+        2,
+        "the others are not held up by the refused one"
+    );
+
+    let events = |run_id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(store.load(run_id).await)
+                .into_iter()
+                .map(|e| e.event)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(events("run-2").await, vec![started("First"), call]);
+    assert_eq!(events("run-5").await, vec![started("Fifth")]);
+    assert_eq!(
+        events("run-1").await,
+        vec![started("Email Bob"), run_completed()]
+    );
+    assert_eq!(ok(store.approval("appr-1").await).run_id, "run-1");
+    // Neither the conflicting nor the refused append made its run.
+    assert_not_found(store.load("run-3").await, "run", "run-3");
+    assert_not_found(store.load("run-4").await, "run", "run-4");
+    let entries = verified_audit(&*store).await;
+    assert_eq!(
+        seqs(&entries),
+        (1..=before + 4).collect::<Vec<_>>(),
+        "two entries for run-2, one each for run-5 and run-1, in one chain"
+    );
 }
 
 /// Two appends at the same version, at the same moment: exactly one wins,

@@ -213,6 +213,61 @@ async fn two_stores_appending_at_once_keep_one_chain() {
     }
 }
 
+/// A store's appends made at once share a transaction (group commit): on
+/// one thread, all 64 are queued before the committing task runs, so they
+/// go in one batch, whose entries have the one time of its head's lock.
+/// One at a time, each commit waits for its own WAL flush, and 64 of them
+/// span many milliseconds.
+#[tokio::test]
+async fn appends_made_at_once_share_one_transaction() {
+    let database = TestDatabase::create().await;
+    let store = PgStore::connect(&database.url).await.unwrap();
+    const RUNS: u64 = 64;
+    let versions = futures::future::join_all((0..RUNS).map(|run| {
+        let run_id = format!("run-{run}");
+        let events = vec![
+            started("Email Bob"),
+            model_turn("call-1", "bob@example.com"),
+        ];
+        store.append(append(&run_id, 0, events))
+    }))
+    .await;
+    for version in versions {
+        assert_eq!(version.unwrap(), 2);
+    }
+    assert_eq!(verify(&store).await, Ok(2 * RUNS));
+    let entries = store.audit(0, 1_000).await.unwrap();
+    let mut times: Vec<i64> = entries.iter().map(|e| e.at).collect();
+    times.dedup();
+    assert_eq!(times.len(), 1, "one transaction, one time: {times:?}");
+
+    // One at a time, each is a transaction of its own.
+    for run in 0..8 {
+        let run_id = format!("run-{run}");
+        store
+            .append(append(
+                &run_id,
+                2,
+                vec![tool_started("call-1", "bob@example.com")],
+            ))
+            .await
+            .unwrap();
+    }
+    let later = store.audit(2 * RUNS, 1_000).await.unwrap();
+    assert_eq!(later.len(), 8);
+    assert_eq!(verify(&store).await, Ok(2 * RUNS + 8));
+}
+
+/// The conformance check of appends sent together, on one thread, where
+/// they all go in one batch: the refused one makes the batch run again,
+/// an append per transaction.
+#[tokio::test]
+async fn one_batch_answers_each_append_on_its_own() {
+    let database = TestDatabase::create().await;
+    let store = Arc::new(PgStore::connect(&database.url).await.unwrap());
+    toolgate_store::conformance::appends_sent_together_are_answered_each_on_its_own(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_stores_racing_on_one_run_version_exactly_one_wins() {
     let database = TestDatabase::create().await;

@@ -7,9 +7,11 @@
 //! turns there, so the chain has one entry for each number from 1, each
 //! chained to the one before, whoever wrote it. Under that lock the
 //! transaction checks the run's version, writes the events, rows and
-//! grants, moves the head and commits: all or nothing. The schema and its
-//! migrations are in `schema`.
+//! grants, moves the head and commits: all or nothing. One task per store
+//! commits the appends of all its callers, several per transaction
+//! (`commit`). The schema and its migrations are in `schema`.
 
+mod commit;
 mod error;
 mod listen;
 mod outbox;
@@ -18,7 +20,7 @@ mod schema;
 use std::fmt;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 use toolgate_core::audit::{AuditEntry, Signer32, entry_hash, is_signed_kind};
@@ -33,7 +35,7 @@ use toolgate_core::store::{
 };
 use toolgate_core::{Principal, Role};
 
-use self::error::{corrupt, failed, pg_error};
+use self::error::{corrupt, failed};
 
 /// What a listing returns when asked for 0 rows.
 const DEFAULT_LIMIT: usize = 50;
@@ -59,10 +61,11 @@ const HEAD: &str = "SELECT seq, hash, floor(extract(epoch FROM clock_timestamp()
 /// Times of audit entries are the database server's clock. Listing limits
 /// of 0 mean 50, for [`Store::audit`] too.
 pub struct PgStore {
-    pool: Pool,
     /// Where the store is, for messages (no password).
     target: String,
     signer: Signer32,
+    /// Commits this store's appends, several at a time.
+    committer: commit::Committer,
     /// Hears of every append, from any process (`LISTEN`).
     listener: listen::Listener,
 }
@@ -84,23 +87,22 @@ impl PgStore {
         schema::migrate(&pool, &target).await?;
         let signer = schema::signing_key(&pool, &target).await?;
         let listener = listen::Listener::start(config);
-        Ok(PgStore {
+        let committer = commit::Committer::start(commit::Writer {
             pool,
+            target: target.clone(),
+            signer: signer.clone(),
+        });
+        Ok(PgStore {
             target,
             signer,
+            committer,
             listener,
         })
     }
 
     /// A connection from the pool.
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|error| {
-            let why = match &error {
-                deadpool_postgres::PoolError::Backend(error) => pg_error(error),
-                other => other.to_string(),
-            };
-            StoreError::Backend(format!("cannot reach {}: {why}", self.target).into())
-        })
+        self.committer.client().await
     }
 }
 
@@ -409,258 +411,16 @@ pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String 
     )
 }
 
-impl PgStore {
-    /// The append's transaction: see [`Store::append`].
-    ///
-    /// Every append holds the audit head's lock from its first read to its
-    /// commit, so the round trips in between bound the store's throughput.
-    /// The statements are pipelined: the lock and the version check go out
-    /// together, then every write with the head's move, then the commit
-    /// (four round trips, whatever the number of events). The server runs
-    /// them in the order sent; the first that fails is the one reported.
-    async fn append_prepared(
-        &self,
-        append: &AppendJson,
-        deferred: bool,
-    ) -> Result<u64, StoreError> {
-        let run = &append.run;
-        let what = || format!("cannot append to run {}", run.id);
-        let sql = |error: tokio_postgres::Error| failed(what(), &error);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(sql)?;
-        let head_sql = tx.prepare_cached(HEAD).await.map_err(sql)?;
-        let version_sql = tx
-            .prepare_cached(
-                "SELECT coalesce(max(run_seq), 0)::bigint FROM events WHERE run_id = $1",
-            )
-            .await
-            .map_err(sql)?;
-        // The commit answers before the WAL is flushed; the WAL writer
-        // flushes it soon after, as does any later durable commit.
-        let relax = async {
-            if deferred {
-                tx.batch_execute("SET LOCAL synchronous_commit = off").await
-            } else {
-                Ok(())
-            }
-        };
-        // First the head: every writer takes turns here, so the version
-        // read after it is what the last writer committed. Each query is
-        // sent when it is first polled, and `join!` polls in order; the
-        // server runs them in the order sent.
-        let version_params: [&(dyn ToSql + Sync); 1] = [&run.id];
-        let (relaxed, head, actual) = futures::join!(
-            relax,
-            tx.query_one(&head_sql, &[]),
-            tx.query_one(&version_sql, &version_params)
-        );
-        relaxed.map_err(sql)?;
-        let mut head = head_of(&head.map_err(sql)?)?;
-        let actual: i64 = get(&actual.map_err(sql)?, 0, &|| {
-            format!("the log of run {}", run.id)
-        })?;
-        let actual = count(actual, &|| format!("the log of run {}", run.id))?;
-        if actual != append.expected_version {
-            let _ = tx.rollback().await;
-            return Err(StoreError::Conflict {
-                run_id: run.id.clone(),
-                expected: append.expected_version,
-                actual,
-            });
-        }
-        let version = i64::try_from(run.version).map_err(|_| {
-            StoreError::Backend(format!("{}: version {} is too large", what(), run.version).into())
-        })?;
-        let run_sql = tx
-            .prepare_cached(
-                "INSERT INTO runs (id, status, thread, prompt, created_at, updated_at, version,
-                     lease_owner, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET
-                     status = excluded.status, thread = excluded.thread,
-                     prompt = excluded.prompt, updated_at = excluded.updated_at,
-                     version = excluded.version",
-            )
-            .await
-            .map_err(sql)?;
-        let event_sql = tx.prepare_cached(INSERT_EVENT).await.map_err(sql)?;
-        // The WHERE keeps an approval in the run it was made in: an id that
-        // another run's approval has already is refused below.
-        let approval_sql = tx
-            .prepare_cached(
-                "INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status,
-                     rule, quorum, approvers, created_at, expires_at, decided_by, decided_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                 ON CONFLICT (id) DO UPDATE SET
-                     call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
-                     fingerprint = excluded.fingerprint, status = excluded.status,
-                     rule = excluded.rule, quorum = excluded.quorum,
-                     approvers = excluded.approvers, created_at = excluded.created_at,
-                     expires_at = excluded.expires_at, decided_by = excluded.decided_by,
-                     decided_at = excluded.decided_at
-                 WHERE approvals.run_id = excluded.run_id",
-            )
-            .await
-            .map_err(sql)?;
-        let grant_sql = tx
-            .prepare_cached(
-                "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
-                     created_at, approval_id, revoked_by, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .await
-            .map_err(sql)?;
-        let move_sql = tx.prepare_cached(STORE_HEAD).await.map_err(sql)?;
-
-        let entries: Vec<Entry<'_>> = append
-            .events
-            .iter()
-            .enumerate()
-            .map(|(index, (event, body))| {
-                let run_seq = (append.expected_version + index as u64 + 1) as i64;
-                Entry::next(
-                    &self.signer,
-                    &mut head,
-                    Some((&run.id, run_seq)),
-                    event.kind(),
-                    body,
-                )
-            })
-            .collect();
-        let lease_owner = append.lease.as_ref().map(|(owner, _)| owner.as_str());
-        let lease_until = append.lease.as_ref().map(|(_, until)| *until);
-        let run_params: [&(dyn ToSql + Sync); 9] = [
-            &run.id,
-            &run.status,
-            &run.thread,
-            &run.prompt,
-            &run.created_at,
-            &run.updated_at,
-            &version,
-            &lease_owner,
-            &lease_until,
-        ];
-        let event_params: Vec<_> = entries.iter().map(Entry::params).collect();
-        let approval_rows: Vec<_> = append
-            .approvals
-            .iter()
-            .map(|(row, args, approvers)| {
-                (
-                    row,
-                    args,
-                    approvers,
-                    row.fingerprint.as_str(),
-                    row.status.as_str(),
-                    i64::from(row.quorum),
-                )
-            })
-            .collect();
-        let approval_params: Vec<[&(dyn ToSql + Sync); 14]> = approval_rows
-            .iter()
-            .map(|(row, args, approvers, fingerprint, status, quorum)| {
-                [
-                    &row.id as &(dyn ToSql + Sync),
-                    &run.id,
-                    &row.call_id,
-                    &row.tool,
-                    *args,
-                    fingerprint,
-                    status,
-                    &row.rule,
-                    quorum,
-                    *approvers,
-                    &row.created_at,
-                    &row.expires_at,
-                    &row.decided_by,
-                    &row.decided_at,
-                ]
-            })
-            .collect();
-        let grant_rows: Vec<_> = append
-            .grants
-            .iter()
-            .map(|(grant, scope)| {
-                (
-                    grant,
-                    scope,
-                    grant.uses_left.map(i64::from),
-                    grant.revoked.as_ref().map(|r| &r.by),
-                    grant.revoked.as_ref().map(|r| r.at),
-                )
-            })
-            .collect();
-        let grant_params: Vec<[&(dyn ToSql + Sync); 10]> = grant_rows
-            .iter()
-            .map(|(grant, scope, uses_left, revoked_by, revoked_at)| {
-                [
-                    &grant.id as &(dyn ToSql + Sync),
-                    &grant.tool,
-                    &grant.when,
-                    *scope,
-                    uses_left,
-                    &grant.created_by,
-                    &grant.created_at,
-                    &grant.approval_id,
-                    revoked_by,
-                    revoked_at,
-                ]
-            })
-            .collect();
-        let head_seq = head.seq.to_string();
-        let head_params: [&(dyn ToSql + Sync); 3] = [&head.seq, &&head.hash[..], &head_seq];
-
-        // Sent in this order, run by the server in this order.
-        let mut writes = Vec::new();
-        writes.push((Write::Run, tx.execute(&run_sql, &run_params)));
-        for params in &event_params {
-            writes.push((Write::Event, tx.execute(&event_sql, params)));
-        }
-        for (params, (row, ..)) in approval_params.iter().zip(&approval_rows) {
-            writes.push((Write::Approval(&row.id), tx.execute(&approval_sql, params)));
-        }
-        for (params, (grant, ..)) in grant_params.iter().zip(&grant_rows) {
-            writes.push((Write::Grant(&grant.id), tx.execute(&grant_sql, params)));
-        }
-        writes.push((Write::Head, tx.execute(&move_sql, &head_params)));
-        let (labels, futures): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-        let results = futures::future::join_all(futures).await;
-        for (label, result) in labels.into_iter().zip(results) {
-            let refused = match (label, result) {
-                (Write::Grant(id), Err(error)) => failed(format!("{}: grant {id}", what()), &error),
-                (_, Err(error)) => sql(error),
-                (Write::Approval(id), Ok(0)) => StoreError::Backend(
-                    format!("{}: approval {id} belongs to another run", what()).into(),
-                ),
-                _ => continue,
-            };
-            let _ = tx.rollback().await;
-            return Err(refused);
-        }
-        tx.commit().await.map_err(sql)?;
-        Ok(append.expected_version + append.events.len() as u64)
-    }
-}
-
-/// One statement of an append, for what its failure says.
-#[derive(Clone, Copy)]
-enum Write<'a> {
-    Run,
-    Event,
-    Approval(&'a str),
-    Grant(&'a str),
-    Head,
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, append: Append) -> Result<u64, StoreError> {
         let append = AppendJson::new(append)?;
-        self.append_prepared(&append, false).await
+        self.committer.append(append, false).await
     }
 
     async fn append_deferred(&self, append: Append) -> Result<u64, StoreError> {
         let append = AppendJson::new(append)?;
-        self.append_prepared(&append, true).await
+        self.committer.append(append, true).await
     }
 
     async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
@@ -1320,6 +1080,7 @@ fn token_record(row: &Row) -> Result<TokenRecord, StoreError> {
 mod tests {
     use tokio_postgres::NoTls;
 
+    use super::error::pg_error;
     use super::*;
 
     /// The plans of the listings, on the schema in a transaction of the
