@@ -12,6 +12,12 @@
 //!   each followed by a long-poll (`?wait=30s`) that an approver task
 //!   answers by deciding it over HTTP: the whole create-and-wait cycle,
 //!   timed by the agents (percentiles printed).
+//! - `servers [N] [CONNECTIONS] [SECONDS]`: the cycle of `cycle` across N
+//!   `toolgate serve` processes (default 2) on one store: each agent asks
+//!   and waits on one server, and its approval is decided on the next, so
+//!   each wait is woken by another process. Runs the release binary next
+//!   to the bench (`cargo build --release -p toolgate-cli` first), or the
+//!   one `TOOLGATE_BIN` names.
 //! - `pending [N]`: fills the store with N pending approvals (default
 //!   1000000), serves it, lists the newest 50 pending over HTTP a few
 //!   hundred times, and prints the server process's resident memory.
@@ -67,7 +73,9 @@ async fn open_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     }
 }
 
-async fn start(policy: &str) -> Bench {
+/// The store and the tokens, with the server in this process (`policy`)
+/// or none.
+async fn start_with(policy: Option<&str>) -> Bench {
     let dir = match std::env::var_os("TOOLGATE_BENCH_DIR") {
         Some(base) => tempfile::tempdir_in(base).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -82,11 +90,14 @@ async fn start(policy: &str) -> Bench {
         store.create_token(&issued.record).await.unwrap();
         tokens.push(issued.secret);
     }
-    let policy = Policy::from_toml_str(policy, "bench policy").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = Server::new(Arc::clone(&store), ServerConfig::with_policy(policy));
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let mut base = String::new();
+    if let Some(policy) = policy {
+        let policy = Policy::from_toml_str(policy, "bench policy").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        base = format!("http://{}", listener.local_addr().unwrap());
+        let server = Server::new(Arc::clone(&store), ServerConfig::with_policy(policy));
+        tokio::spawn(server.serve(listener, std::future::pending()));
+    }
     Bench {
         store,
         base,
@@ -94,6 +105,11 @@ async fn start(policy: &str) -> Bench {
         agent: tokens.pop().unwrap(),
         _dir: dir,
     }
+}
+
+/// The store, the tokens and the server in this process.
+async fn start(policy: &str) -> Bench {
+    start_with(Some(policy)).await
 }
 
 /// Makes `n` pending approvals straight through the engine, 64 at a time;
@@ -238,25 +254,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn cycle(connections: u64, seconds: u64) {
-    let bench = Arc::new(start(ASK_POLICY).await);
+    let bench = start(ASK_POLICY).await;
+    let bases = vec![bench.base.clone()];
+    run_cycle(bases, &bench.agent, &bench.approver, connections, seconds).await;
+}
+
+/// Agents asking about calls that wait and long-polling for the decision,
+/// which an approver task makes over HTTP as soon as each is asked for:
+/// agent `i` uses server `i` (of `bases`, in turn), and its approval is
+/// decided on the next one. Prints the cycles per second and percentiles.
+async fn run_cycle(
+    bases: Vec<String>,
+    agent: &str,
+    approver: &str,
+    connections: u64,
+    seconds: u64,
+) {
+    let bases = Arc::new(bases);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let (ids, mut to_decide) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (ids, mut to_decide) = tokio::sync::mpsc::unbounded_channel::<(String, usize)>();
     // The approver: decides each approval as soon as it is asked for.
     let approver = {
-        let (bench, client) = (Arc::clone(&bench), client.clone());
+        let (bases, client, approver) = (Arc::clone(&bases), client.clone(), approver.to_owned());
         tokio::spawn(async move {
             let limit = Arc::new(tokio::sync::Semaphore::new(64));
-            while let Some(id) = to_decide.recv().await {
+            while let Some((id, server)) = to_decide.recv().await {
                 let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
-                let (bench, client) = (Arc::clone(&bench), client.clone());
+                let (client, approver) = (client.clone(), approver.clone());
+                let base = bases[(server + 1) % bases.len()].clone();
                 tokio::spawn(async move {
                     let response = client
-                        .post(format!("{}/v1/approvals/{id}/decision", bench.base))
-                        .bearer_auth(&bench.approver)
+                        .post(format!("{base}/v1/approvals/{id}/decision"))
+                        .bearer_auth(&approver)
                         .json(&json!({"decision": "approve"}))
                         .send()
                         .await
@@ -270,15 +303,22 @@ async fn cycle(connections: u64, seconds: u64) {
     let started = Instant::now();
     let mut agents = Vec::new();
     for i in 0..connections {
-        let (bench, client, ids) = (Arc::clone(&bench), client.clone(), ids.clone());
+        let (bases, client, ids, agent) = (
+            Arc::clone(&bases),
+            client.clone(),
+            ids.clone(),
+            agent.to_owned(),
+        );
         agents.push(tokio::spawn(async move {
+            let server = i as usize % bases.len();
+            let base = &bases[server];
             let mut times = Vec::new();
             let mut n = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let created: Value = client
-                    .post(format!("{}/v1/approvals", bench.base))
-                    .bearer_auth(&bench.agent)
+                    .post(format!("{base}/v1/approvals"))
+                    .bearer_auth(&agent)
                     .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
                     .send()
                     .await
@@ -287,10 +327,10 @@ async fn cycle(connections: u64, seconds: u64) {
                     .await
                     .unwrap();
                 let id = created["id"].as_str().unwrap().to_owned();
-                ids.send(id.clone()).unwrap();
+                ids.send((id.clone(), server)).unwrap();
                 let decided: Value = client
-                    .get(format!("{}/v1/approvals/{id}?wait=30s", bench.base))
-                    .bearer_auth(&bench.agent)
+                    .get(format!("{base}/v1/approvals/{id}?wait=30s"))
+                    .bearer_auth(&agent)
                     .send()
                     .await
                     .unwrap()
@@ -313,7 +353,8 @@ async fn cycle(connections: u64, seconds: u64) {
     approver.await.unwrap();
     times.sort();
     println!(
-        "cycle: {connections} agents, {} cycles in {elapsed:.1} s = {:.0} cycles/s (3 HTTP requests each)",
+        "cycle: {connections} agents, {} server(s), {} cycles in {elapsed:.1} s = {:.0} cycles/s (3 HTTP requests each)",
+        bases.len(),
         times.len(),
         times.len() as f64 / elapsed
     );
@@ -323,6 +364,96 @@ async fn cycle(connections: u64, seconds: u64) {
         percentile(&times, 0.9).as_secs_f64() * 1000.0,
         percentile(&times, 0.99).as_secs_f64() * 1000.0
     );
+}
+
+/// The `toolgate` binary that `servers` runs.
+fn toolgate_bin() -> std::path::PathBuf {
+    let bin = match std::env::var_os("TOOLGATE_BIN") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        // target/release/deps/http-… → target/release/toolgate
+        None => std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("toolgate"),
+    };
+    if !bin.exists() {
+        eprintln!(
+            "{} does not exist: build it with `cargo build --release -p toolgate-cli`, or name \
+             one with TOOLGATE_BIN",
+            bin.display()
+        );
+        std::process::exit(2);
+    }
+    bin
+}
+
+/// `toolgate serve` processes, killed when dropped.
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn servers(count: u64, connections: u64, seconds: u64) {
+    let bin = toolgate_bin();
+    let bench = start_with(None).await;
+    let config = bench._dir.path().join("toolgate.toml");
+    std::fs::write(&config, ASK_POLICY).unwrap();
+    let db = match std::env::var("TOOLGATE_BENCH_POSTGRES") {
+        Ok(url) => url,
+        Err(_) => bench._dir.path().join("toolgate.db").display().to_string(),
+    };
+    let client = reqwest::Client::new();
+    let mut children = Servers(Vec::new());
+    let mut bases = Vec::new();
+    for _ in 0..count {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+                &db,
+            ])
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", bin.display()));
+        children.0.push(child);
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = Instant::now();
+        while !client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                ready.elapsed() < Duration::from_secs(30),
+                "{} serve on port {port} did not become ready",
+                bin.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bases.push(base);
+    }
+    run_cycle(bases, &bench.agent, &bench.approver, connections, seconds).await;
+    drop(children);
 }
 
 fn rss_kib() -> u64 {
@@ -382,9 +513,10 @@ fn main() {
             Some("decide") => decide(number(1, 200_000), number(2, 64), number(3, 10)).await,
             Some("ask") => ask(number(1, 64), number(2, 10)).await,
             Some("cycle") => cycle(number(1, 64), number(2, 10)).await,
+            Some("servers") => servers(number(1, 2), number(2, 64), number(3, 10)).await,
             Some("pending") => pending(number(1, 1_000_000)).await,
             other => {
-                eprintln!("unknown mode {other:?}: use decide, ask, cycle or pending");
+                eprintln!("unknown mode {other:?}: use decide, ask, cycle, servers or pending");
                 std::process::exit(2);
             }
         }
