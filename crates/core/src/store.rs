@@ -84,7 +84,8 @@ pub struct ApprovalRow {
     pub quorum: u32,
     /// Who may decide (`user:…`, `group:…`, `role:…`); empty for anyone.
     pub approvers: Vec<String>,
-    /// When it was requested (Unix milliseconds).
+    /// When it was requested (Unix milliseconds). The store keeps the
+    /// time of the approval's first row: later rows update the rest.
     pub created_at: i64,
     /// When it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -720,6 +720,22 @@ pub async fn approval_rows_are_upserted_filtered_and_paged(store: Arc<dyn Store>
         pages.push(page);
     }
     assert_eq!(pages, [vec!["b2", "a3"], vec!["a2", "b1"], vec!["a1"]]);
+
+    // An approval keeps the creation time of its first row.
+    let mut moved_b1 = approval_row("b1", "run-b", Rejected, 999);
+    moved_b1.decided_by = Some("carol".to_owned());
+    moved_b1.decided_at = Some(260);
+    let mut reject = append("run-b", 1, vec![decided("b1", "bob@example.com", None)]);
+    reject.approvals = vec![moved_b1.clone()];
+    ok(store.append(reject).await);
+    moved_b1.created_at = 150;
+    assert_eq!(ok(store.approval("b1").await), moved_b1);
+    assert_eq!(
+        list(&[Rejected], None, None, 0).await,
+        ["b1"],
+        "listed at its first time"
+    );
+    assert_eq!(list(&[], Some("run-b"), None, 0).await, ["b2", "b1"]);
 }
 
 /// Approvals are counted by status, decided ones moving between counts.

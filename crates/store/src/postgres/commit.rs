@@ -292,7 +292,8 @@ impl Writer {
             .map_err(sql)?;
         let event_sql = tx.prepare_cached(INSERT_EVENT).await.map_err(sql)?;
         // The WHERE keeps an approval in the run it was made in: an id that
-        // another run's approval has already is refused below.
+        // another run's approval has already is refused below. Its creation
+        // time stays its first row's.
         let approval_sql = tx
             .prepare_cached(
                 "INSERT INTO approvals (id, run_id, call_id, tool, args, fingerprint, status,
@@ -302,7 +303,7 @@ impl Writer {
                      call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
                      fingerprint = excluded.fingerprint, status = excluded.status,
                      rule = excluded.rule, quorum = excluded.quorum,
-                     approvers = excluded.approvers, created_at = excluded.created_at,
+                     approvers = excluded.approvers,
                      expires_at = excluded.expires_at, decided_by = excluded.decided_by,
                      decided_at = excluded.decided_at
                  WHERE approvals.run_id = excluded.run_id",

@@ -840,7 +840,10 @@ fn append_events(
     }
     for (row, args, approvers, key, fingerprint) in &append.approvals {
         // The WHERE keeps an approval in the run it was made in: an id
-        // that another run's approval has already is refused below.
+        // that another run's approval has already is refused below. Its
+        // creation time stays its first row's, so that a decision leaves
+        // the index by run alone (an update rewrites the index entries of
+        // every column it sets).
         let changed = conn
             .prepare_cached(
                 "INSERT INTO approvals (id, run, call_id, tool, args, fingerprint, status, rule,
@@ -850,7 +853,7 @@ fn append_events(
                      call_id = excluded.call_id, tool = excluded.tool, args = excluded.args,
                      fingerprint = excluded.fingerprint, status = excluded.status,
                      rule = excluded.rule, quorum = excluded.quorum,
-                     approvers = excluded.approvers, created_at = excluded.created_at,
+                     approvers = excluded.approvers,
                      expires_at = excluded.expires_at, decided_by = excluded.decided_by,
                      decided_at = excluded.decided_at
                  WHERE approvals.run = excluded.run",
