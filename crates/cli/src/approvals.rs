@@ -757,12 +757,7 @@ async fn act(request: Act, store: &dyn Store) -> anyhow::Result<ExitCode> {
         .map_err(|error| store_error(error, None))?;
     let state = RunState::fold(after.iter().map(|e| &e.event));
     let made = if grant.is_some() {
-        store
-            .grants()
-            .await
-            .context("cannot read the grant just made")?
-            .into_iter()
-            .find(|g| g.approval_id.as_deref() == Some(request.id.as_str()))
+        ApprovalDetail::of(row.clone(), &after).and_then(|detail| detail.grants.last().cloned())
     } else {
         None
     };

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 use toolgate::grant::{Grant, GrantScope};
+use toolgate::store::StoreError;
 
 use crate::approvals::not_found;
 use crate::context::{StoreArgs, local_principal, now};
@@ -122,13 +123,12 @@ async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
     let style = Style::detect();
     let store = store_args.open_store().await?;
     let now = now();
-    let grants: Vec<Grant> = store
-        .grants()
-        .await
-        .context("cannot list the grants")?
-        .into_iter()
-        .filter(|grant| args.all || grant.is_live(now))
-        .collect();
+    let grants: Vec<Grant> = if args.all {
+        store.grants().await
+    } else {
+        store.live_grants(now).await
+    }
+    .context("cannot list the grants")?;
     if args.json {
         let views: Vec<GrantView> = grants.iter().map(|g| grant_view(g, now)).collect();
         print_json(&views)?;
@@ -191,9 +191,10 @@ fn scope_text(scope: &GrantScope) -> String {
 
 async fn revoke(args: RevokeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let store = store_args.open_store().await?;
-    let grants = store.grants().await.context("cannot read the grants")?;
-    let Some(grant) = grants.iter().find(|g| g.id == args.id) else {
-        return Err(not_found("grant", &args.id));
+    let grant = match store.grant(&args.id).await {
+        Ok(grant) => grant,
+        Err(StoreError::NotFound { .. }) => return Err(not_found("grant", &args.id)),
+        Err(error) => return Err(crate::approvals::store_error(error, None)),
     };
     if let Some(revoked) = &grant.revoked {
         outln(&format!(

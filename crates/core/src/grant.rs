@@ -171,6 +171,14 @@ pub struct Revocation {
 }
 
 impl Grant {
+    /// When the grant ends, for a grant for a time.
+    pub fn ends_at(&self) -> Option<i64> {
+        match self.scope {
+            GrantScope::Until { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// True when the grant can still cover calls at `now`: not revoked,
     /// not past its time, not used up.
     pub fn is_live(&self, now: i64) -> bool {

@@ -457,6 +457,32 @@ pub trait Store: Send + Sync {
     /// All grants, newest first, revoked ones included.
     async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
 
+    /// The grants that may cover calls at `now`, newest first: neither
+    /// revoked, nor used up, nor past their end ([`Grant::is_live`]).
+    /// What a gate reads for every call it would ask about, so stores
+    /// read only these, however many grants have ever been made.
+    ///
+    /// The default filters [`Store::grants`].
+    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+        let mut grants = self.grants().await?;
+        grants.retain(|grant| grant.is_live(now));
+        Ok(grants)
+    }
+
+    /// One grant; [`StoreError::NotFound`] for an unknown id.
+    ///
+    /// The default looks through [`Store::grants`].
+    async fn grant(&self, id: &str) -> Result<Grant, StoreError> {
+        self.grants()
+            .await?
+            .into_iter()
+            .find(|grant| grant.id == id)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "grant",
+                id: id.to_owned(),
+            })
+    }
+
     /// Takes one use of a grant, atomically: false when it has none left,
     /// or is revoked. Grants without a use count are always usable here.
     async fn use_grant(&self, id: &str) -> Result<bool, StoreError>;

@@ -825,7 +825,7 @@ pub(crate) async fn gate_call(
     if matches!(gate, Gate::Ask { .. }) {
         let live = match grants {
             Some(grants) => grants,
-            None => grants.insert(store.grants().await?),
+            None => grants.insert(store.live_grants(now).await?),
         };
         for grant in live.iter().filter(|g| g.covers(input, now)) {
             if store.use_grant(&grant.id).await? {

@@ -3,7 +3,8 @@
 //! The command line's `approvals show` and the server's approval pages
 //! both read approvals through this.
 
-use toolgate_core::run::{ApprovalState, ApprovalStatus, CallState, RunState, RunStatus};
+use toolgate_core::grant::Grant;
+use toolgate_core::run::{ApprovalState, ApprovalStatus, CallState, Event, RunState, RunStatus};
 use toolgate_core::store::{ApprovalRow, Store, StoreError, StoredEvent};
 use toolgate_core::{Message, ToolMessage};
 
@@ -18,6 +19,10 @@ pub struct ApprovalDetail {
     pub decided_at: Vec<i64>,
     /// When it expired, if it did.
     pub expired_at: Option<i64>,
+    /// The grants its decisions made, in order, as they were made (the
+    /// store has how many uses they have left, and whether they were
+    /// revoked).
+    pub grants: Vec<Grant>,
     /// What the model (or the outside agent) was told once the call was
     /// over: the tool's result, or why it did not run.
     pub result: Option<ToolMessage>,
@@ -39,7 +44,17 @@ impl ApprovalDetail {
         let mut decided_at = Vec::new();
         let mut expired_at = None;
         let mut result = None;
+        let mut grants = Vec::new();
         for stored in events {
+            if let Event::DecisionRecorded {
+                approval_id: decided,
+                grant: Some(grant),
+                ..
+            } = &stored.event
+                && decided == approval_id
+            {
+                grants.push(grant.clone());
+            }
             let in_turn = in_turn(&state, approval_id);
             let messages_before = state.messages.len();
             state.apply(&stored.event);
@@ -76,6 +91,7 @@ impl ApprovalDetail {
             approval,
             decided_at,
             expired_at,
+            grants,
             result,
             run_principal: state.principal.clone(),
             external: state.external,
@@ -102,6 +118,8 @@ impl ApprovalDetail {
         Some(ApprovalDetail {
             decided_at: vec![at; approval.decisions.len()],
             expired_at: (approval.status == ApprovalStatus::Expired).then_some(at),
+            // Policy or a grant decided it: no person, so no grant made.
+            grants: Vec::new(),
             result,
             run_principal: state.principal.clone(),
             external: state.external,

@@ -470,14 +470,14 @@ pub(crate) async fn record_decision(
             if detail.row.status != ApprovalStatus::Pending {
                 state.metrics.decided(detail.row.created_at, now);
             }
+            // The grant this decision made: the last decision is this
+            // caller's when it was recorded now.
             let grant = match detail.approval.decisions.last() {
-                Some(last) if granting && last.principal == caller.name() => state
-                    .store
-                    .grants()
-                    .await?
-                    .into_iter()
-                    .find(|g| g.approval_id.as_deref() == Some(id) && g.created_at == now)
-                    .map(|g| GrantView::of(&g, now)),
+                Some(last) if granting && last.principal == caller.name() => detail
+                    .grants
+                    .last()
+                    .filter(|g| g.created_at == now)
+                    .map(|g| GrantView::of(g, now)),
                 _ => None,
             };
             Ok(DecisionAnswer {
@@ -544,13 +544,13 @@ pub(crate) async fn revoke_grant(
 
 /// Revokes a grant for the API and the inbox alike.
 pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
-    let grant = state
-        .store
-        .grants()
-        .await?
-        .into_iter()
-        .find(|g| g.id == id)
-        .ok_or_else(|| Problem::not_found(format!("there is no grant `{id}`")))?;
+    let grant = match state.store.grant(id).await {
+        Ok(grant) => grant,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(Problem::not_found(format!("there is no grant `{id}`")));
+        }
+        Err(error) => return Err(error.into()),
+    };
     if caller.principal().role != Role::Admin && grant.created_by != caller.name() {
         return Err(Problem::forbidden(format!(
             "grant {id} was made by {}; only they and admins may revoke it",

@@ -1098,6 +1098,18 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
         vec![until.clone(), for_run.clone(), counted.clone()],
         "grants are listed newest first, as made"
     );
+    assert_eq!(
+        ok(store.live_grants(1_000).await),
+        vec![until.clone(), for_run.clone(), counted.clone()],
+        "all three cover calls"
+    );
+    assert_eq!(
+        ok(store.live_grants(10_000).await),
+        vec![for_run.clone(), counted.clone()],
+        "a grant for a time covers calls until its end, not at it"
+    );
+    assert_eq!(ok(store.grant("g-run").await), for_run);
+    assert_not_found(store.grant("g-nope").await, "grant", "g-nope");
 
     assert!(ok(store.use_grant("g-uses").await));
     assert!(ok(store.use_grant("g-uses").await));
@@ -1139,12 +1151,22 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
     assert_eq!(
         grants,
         vec![
-            until,
+            until.clone(),
             revoked(&for_run, "carol", 500),
             revoked(&used_up, "carol", 700)
         ],
         "revoked grants are listed with their first revocation, and counted grants with their uses left"
     );
+    assert_eq!(
+        ok(store.live_grants(1_000).await),
+        vec![until.clone()],
+        "neither revoked nor used-up grants cover calls"
+    );
+    assert_eq!(
+        ok(store.grant("g-uses").await),
+        revoked(&used_up, "carol", 700)
+    );
+    assert_eq!(ok(store.live_grants(10_000).await), Vec::<Grant>::new());
     let kinds: Vec<String> = verified_audit(&*store)
         .await
         .into_iter()

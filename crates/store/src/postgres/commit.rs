@@ -313,13 +313,15 @@ impl Writer {
         let grant_sql = tx
             .prepare_cached(
                 "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
-                     created_at, approval_id, revoked_by, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     created_at, approval_id, revoked_by, revoked_at, ends_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await
             .map_err(sql)?;
         let move_sql = tx.prepare_cached(STORE_HEAD).await.map_err(sql)?;
 
+        // A grant's uses left, revocation (by, at) and end.
+        type GrantValues<'a> = (Option<i64>, Option<&'a String>, Option<i64>, Option<i64>);
         // The values each statement's parameters point into, for every
         // append taken.
         struct Values<'a> {
@@ -328,7 +330,7 @@ impl Writer {
             lease_until: Option<i64>,
             entries: Vec<Entry<'a>>,
             approvals: Vec<(&'a str, &'a str, i64)>,
-            grants: Vec<(Option<i64>, Option<&'a String>, Option<i64>)>,
+            grants: Vec<GrantValues<'a>>,
         }
         let mut values = Vec::with_capacity(taken.len());
         for append in &taken {
@@ -377,6 +379,7 @@ impl Writer {
                             grant.uses_left.map(i64::from),
                             grant.revoked.as_ref().map(|r| &r.by),
                             grant.revoked.as_ref().map(|r| r.at),
+                            grant.ends_at(),
                         )
                     })
                     .collect(),
@@ -431,7 +434,7 @@ impl Writer {
                     ],
                 ));
             }
-            for ((grant, scope), (uses_left, revoked_by, revoked_at)) in
+            for ((grant, scope), (uses_left, revoked_by, revoked_at, ends_at)) in
                 append.grants.iter().zip(&values.grants)
             {
                 statements.push((
@@ -448,6 +451,7 @@ impl Writer {
                         &grant.approval_id,
                         revoked_by,
                         revoked_at,
+                        ends_at,
                     ],
                 ));
             }

@@ -411,6 +411,54 @@ pub(crate) fn approvals_sql(statuses: usize, run: bool, before: bool) -> String 
     )
 }
 
+/// The columns of a grant, in the order [`PgStore::grants_where`] reads.
+const GRANT_COLUMNS: &str = "id, tool, condition, scope, uses_left, created_by, created_at, \
+    approval_id, revoked_by, revoked_at";
+
+impl PgStore {
+    /// The grants of `sql` (which selects [`GRANT_COLUMNS`]) with `params`.
+    async fn grants_where(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: &(dyn Fn() -> String + Sync),
+    ) -> Result<Vec<Grant>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        let rows = client
+            .query(&statement, params)
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0, &what)?;
+                let what = || format!("grant {id}");
+                let scope: &str = get(row, 3, &what)?;
+                let revoked_by: Option<String> = get(row, 8, &what)?;
+                let revoked_at: Option<i64> = get(row, 9, &what)?;
+                let uses_left: Option<i64> = get(row, 4, &what)?;
+                Ok(Grant {
+                    tool: get(row, 1, &what)?,
+                    when: get(row, 2, &what)?,
+                    scope: json(scope, &what)?,
+                    uses_left: uses_left.map(|n| small(n, &what)).transpose()?,
+                    created_by: get(row, 5, &what)?,
+                    created_at: get(row, 6, &what)?,
+                    approval_id: get(row, 7, &what)?,
+                    revoked: match (revoked_by, revoked_at) {
+                        (Some(by), Some(at)) => Some(Revocation { by, at }),
+                        _ => None,
+                    },
+                    id,
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, append: Append) -> Result<u64, StoreError> {
@@ -604,44 +652,40 @@ impl Store for PgStore {
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        let what = || "cannot list grants".to_owned();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, tool, condition, scope, uses_left, created_by, created_at, approval_id,
-                        revoked_by, revoked_at
-                 FROM grants ORDER BY created_at DESC, id DESC",
-            )
-            .await
-            .map_err(|error| failed(what(), &error))?;
-        let rows = client
-            .query(&statement, &[])
-            .await
-            .map_err(|error| failed(what(), &error))?;
-        rows.iter()
-            .map(|row| {
-                let id: String = get(row, 0, &what)?;
-                let what = || format!("grant {id}");
-                let scope: &str = get(row, 3, &what)?;
-                let revoked_by: Option<String> = get(row, 8, &what)?;
-                let revoked_at: Option<i64> = get(row, 9, &what)?;
-                let uses_left: Option<i64> = get(row, 4, &what)?;
-                Ok(Grant {
-                    tool: get(row, 1, &what)?,
-                    when: get(row, 2, &what)?,
-                    scope: json(scope, &what)?,
-                    uses_left: uses_left.map(|n| small(n, &what)).transpose()?,
-                    created_by: get(row, 5, &what)?,
-                    created_at: get(row, 6, &what)?,
-                    approval_id: get(row, 7, &what)?,
-                    revoked: match (revoked_by, revoked_at) {
-                        (Some(by), Some(at)) => Some(Revocation { by, at }),
-                        _ => None,
-                    },
-                    id,
-                })
-            })
-            .collect()
+        self.grants_where(
+            &format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY created_at DESC, id DESC"),
+            &[],
+            &|| "cannot list grants".to_owned(),
+        )
+        .await
+    }
+
+    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+        self.grants_where(
+            &format!(
+                "SELECT {GRANT_COLUMNS} FROM grants
+                 WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
+                     AND (ends_at IS NULL OR ends_at > $1)
+                 ORDER BY created_at DESC, id DESC"
+            ),
+            &[&now],
+            &|| "cannot read the live grants".to_owned(),
+        )
+        .await
+    }
+
+    async fn grant(&self, id: &str) -> Result<Grant, StoreError> {
+        self.grants_where(
+            &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"),
+            &[&id],
+            &|| format!("cannot read grant {id}"),
+        )
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound {
+            what: "grant",
+            id: id.to_owned(),
+        })
     }
 
     async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
@@ -1082,6 +1126,56 @@ mod tests {
 
     use super::error::pg_error;
     use super::*;
+
+    /// Migration 4 gives the grants made before it their end times, in a
+    /// schema of a transaction of the test server's maintenance database
+    /// that is never committed.
+    #[tokio::test]
+    async fn grants_made_before_migration_4_get_their_end_times() {
+        let url = std::env::var("TOOLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (mut client, connection) =
+            tokio_postgres::connect(&url, NoTls)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "cannot reach the PostgreSQL server for the tests at {url} ({})",
+                        pg_error(&error)
+                    )
+                });
+        tokio::spawn(connection);
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(
+            "CREATE SCHEMA toolgate_migration_test; SET LOCAL search_path = toolgate_migration_test;",
+        )
+        .await
+        .unwrap();
+        for script in &schema::MIGRATIONS[..3] {
+            tx.batch_execute(script).await.unwrap();
+        }
+        tx.batch_execute(
+            r#"INSERT INTO grants (id, tool, scope, created_by, created_at)
+               VALUES ('g-until', 'send_*', '{"scope":"until","until":5000}', 'bob', 1),
+                      ('g-run', 'send_*', '{"scope":"run","run_id":"run-1"}', 'bob', 2);"#,
+        )
+        .await
+        .unwrap();
+        tx.batch_execute(schema::MIGRATIONS[3]).await.unwrap();
+        let ends: Vec<(String, Option<i64>)> = tx
+            .query("SELECT id, ends_at FROM grants ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                ("g-run".to_owned(), None),
+                ("g-until".to_owned(), Some(5000))
+            ]
+        );
+    }
 
     /// The plans of the listings, on the schema in a transaction of the
     /// test server's maintenance database that is never committed (so

@@ -196,6 +196,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (delivery_id, attempt)
     );
     "#,
+    // 4: when a grant for a time ends, and the index of the grants that
+    // may still cover calls (see the SQLite schema).
+    r#"
+    ALTER TABLE grants ADD COLUMN ends_at BIGINT;
+    UPDATE grants SET ends_at = (scope::jsonb ->> 'until')::bigint
+        WHERE scope::jsonb ->> 'scope' = 'until';
+    CREATE INDEX grants_live ON grants (ends_at)
+        WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0);
+    "#,
 ];
 
 /// Where a URL points, for messages: host(s), port(s), database and user,

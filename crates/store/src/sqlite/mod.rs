@@ -234,6 +234,17 @@ impl Store for SqliteStore {
         self.readers.run(read::grants).await
     }
 
+    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+        self.readers
+            .run(move |conn| read::live_grants(conn, now))
+            .await
+    }
+
+    async fn grant(&self, id: &str) -> Result<Grant, StoreError> {
+        let id = id.to_owned();
+        self.readers.quick(move |conn| read::grant(conn, &id)).await
+    }
+
     async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(|reply| Request::UseGrant(id, reply)).await

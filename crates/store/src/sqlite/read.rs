@@ -529,41 +529,93 @@ pub(crate) fn due_approvals(
 }
 
 /// All grants, newest first.
-pub(crate) fn grants(conn: &Connection) -> Result<Vec<Grant>, StoreError> {
-    let what = || "cannot list grants".to_owned();
+/// The columns of a grant, in the order [`grant_of`] reads them.
+const GRANT_COLUMNS: &str = "id, tool, condition, scope, uses_left, created_by, created_at, \
+    approval_id, revoked_by, revoked_at";
+
+/// A grant from a row of [`GRANT_COLUMNS`].
+fn grant_of(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Grant, StoreError> {
+    let id: String = get(row, 0, what)?;
+    let what = || format!("grant {id}");
+    let scope: String = get(row, 3, &what)?;
+    let revoked_by: Option<String> = get(row, 8, &what)?;
+    let revoked_at: Option<i64> = get(row, 9, &what)?;
+    Ok(Grant {
+        tool: get(row, 1, &what)?,
+        when: get(row, 2, &what)?,
+        scope: json(&scope, &what)?,
+        uses_left: get(row, 4, &what)?,
+        created_by: get(row, 5, &what)?,
+        created_at: get(row, 6, &what)?,
+        approval_id: get(row, 7, &what)?,
+        revoked: match (revoked_by, revoked_at) {
+            (Some(by), Some(at)) => Some(Revocation { by, at }),
+            _ => None,
+        },
+        id,
+    })
+}
+
+/// The grants of `sql` (which selects [`GRANT_COLUMNS`]) with `params`.
+fn grants_where(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<Grant>, StoreError> {
     let mut statement = conn
-        .prepare_cached(
-            "SELECT id, tool, condition, scope, uses_left, created_by, created_at, approval_id,
-                    revoked_by, revoked_at
-             FROM grants ORDER BY created_at DESC, id DESC",
-        )
+        .prepare_cached(sql)
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut rows = statement
-        .query([])
+        .query(params)
         .map_err(|error| sqlite_failed(what(), &error))?;
     let mut grants = Vec::new();
     while let Some(row) = rows.next().map_err(|error| sqlite_failed(what(), &error))? {
-        let id: String = get(row, 0, &what)?;
-        let what = || format!("grant {id}");
-        let scope: String = get(row, 3, &what)?;
-        let revoked_by: Option<String> = get(row, 8, &what)?;
-        let revoked_at: Option<i64> = get(row, 9, &what)?;
-        grants.push(Grant {
-            tool: get(row, 1, &what)?,
-            when: get(row, 2, &what)?,
-            scope: json(&scope, &what)?,
-            uses_left: get(row, 4, &what)?,
-            created_by: get(row, 5, &what)?,
-            created_at: get(row, 6, &what)?,
-            approval_id: get(row, 7, &what)?,
-            revoked: match (revoked_by, revoked_at) {
-                (Some(by), Some(at)) => Some(Revocation { by, at }),
-                _ => None,
-            },
-            id,
-        });
+        grants.push(grant_of(row, what)?);
     }
     Ok(grants)
+}
+
+/// Every grant, newest first.
+pub(crate) fn grants(conn: &Connection) -> Result<Vec<Grant>, StoreError> {
+    grants_where(
+        conn,
+        &format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY created_at DESC, id DESC"),
+        [],
+        &|| "cannot list grants".to_owned(),
+    )
+}
+
+/// The grants that may cover calls at `now`, newest first: the rows of
+/// the partial index `grants_live` (not revoked, not used up) that have
+/// not ended.
+pub(crate) fn live_grants(conn: &Connection, now: i64) -> Result<Vec<Grant>, StoreError> {
+    grants_where(
+        conn,
+        &format!(
+            "SELECT {GRANT_COLUMNS} FROM grants INDEXED BY grants_live
+             WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
+                 AND (ends_at IS NULL OR ends_at > ?1)
+             ORDER BY created_at DESC, id DESC"
+        ),
+        [now],
+        &|| "cannot read the live grants".to_owned(),
+    )
+}
+
+/// One grant.
+pub(crate) fn grant(conn: &Connection, id: &str) -> Result<Grant, StoreError> {
+    grants_where(
+        conn,
+        &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"),
+        [id],
+        &|| format!("cannot read grant {id}"),
+    )?
+    .pop()
+    .ok_or_else(|| StoreError::NotFound {
+        what: "grant",
+        id: id.to_owned(),
+    })
 }
 
 /// Audit entries after `after`, oldest first.

@@ -194,6 +194,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (delivery, attempt)
     ) WITHOUT ROWID;
     "#,
+    // 4: when a grant for a time ends (NULL for other scopes), and an
+    // index of the grants that may still cover calls: a gate reads only
+    // those, however many were revoked or used up, skipping the ended ones
+    // by the index alone.
+    r#"
+    ALTER TABLE grants ADD COLUMN ends_at INTEGER;
+    UPDATE grants SET ends_at = json_extract(scope, '$.until')
+        WHERE json_extract(scope, '$.scope') = 'until';
+    CREATE INDEX grants_live ON grants (ends_at)
+        WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0);
+    "#,
 ];
 
 /// What the writer needs from the database when it starts.
@@ -406,6 +417,49 @@ mod tests {
         for script in MIGRATIONS {
             conn.execute_batch(script).unwrap();
         }
+    }
+
+    /// Migration 4 gives the grants made before it their end times, and
+    /// the gate's query reads the index of live grants.
+    #[test]
+    fn grants_made_before_migration_4_get_their_end_times() {
+        let conn = Connection::open_in_memory().unwrap();
+        for script in &MIGRATIONS[..3] {
+            conn.execute_batch(script).unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO grants (id, tool, scope, created_by, created_at)
+               VALUES ('g-until', 'send_*', '{"scope":"until","until":5000}', 'bob', 1),
+                      ('g-run', 'send_*', '{"scope":"run","run_id":"run-1"}', 'bob', 2);"#,
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[3]).unwrap();
+        let ends: Vec<(String, Option<i64>)> = conn
+            .prepare("SELECT id, ends_at FROM grants ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            ends,
+            [
+                ("g-run".to_owned(), None),
+                ("g-until".to_owned(), Some(5000))
+            ]
+        );
+        let live: Vec<String> = crate::sqlite::read::live_grants(&conn, 4_000)
+            .unwrap()
+            .into_iter()
+            .map(|grant| grant.id)
+            .collect();
+        assert_eq!(live, ["g-run", "g-until"]);
+        let live: Vec<String> = crate::sqlite::read::live_grants(&conn, 5_000)
+            .unwrap()
+            .into_iter()
+            .map(|grant| grant.id)
+            .collect();
+        assert_eq!(live, ["g-run"]);
     }
 
     #[test]
