@@ -21,6 +21,9 @@
 //!
 //! The store lives in a temporary folder under `TOOLGATE_BENCH_DIR` (default
 //! the system's temporary folder): put it on the disk you want to measure.
+//! `TOOLGATE_BENCH_DEAD_GRANTS=N` first fills it with N used-up grants for
+//! the tool (as a store that has been in use a long time has), and times
+//! reading all grants against reading the live ones.
 
 /// The allocator of the `toolgate` binary, which runs the engine for the
 /// command line and the server (its `main.rs` says why).
@@ -33,10 +36,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
+use toolgate_core::grant::{Grant, GrantScope};
 use toolgate_core::policy::Policy;
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{ApprovalQuery, Store};
-use toolgate_core::{ChatModel, Principal, Role, Tool, ToolError, ToolHints, ToolSpec, Tools};
+use toolgate_core::run::Event;
+use toolgate_core::store::{Append, ApprovalQuery, RunRow, Store};
+use toolgate_core::{
+    ChatModel, Message, Principal, Role, Tool, ToolError, ToolHints, ToolSpec, Tools,
+};
 use toolgate_engine::{Agent, DecisionRequest, RunOutcome, Step, decide};
 use toolgate_models::scripted::ScriptedModel;
 use toolgate_store::SqliteStore;
@@ -196,8 +203,77 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Fills the store with `TOOLGATE_BENCH_DEAD_GRANTS` used-up grants for
+/// the bench's tool, if set, and times reading them all (what each call a
+/// gate asks about read before `Store::live_grants`) and the live ones.
+async fn dead_grants(bench: &Bench) {
+    let Some(n) = std::env::var("TOOLGATE_BENCH_DEAD_GRANTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let started = Instant::now();
+    for (batch, ids) in (0..n).collect::<Vec<_>>().chunks(1000).enumerate() {
+        let run_id = format!("dead-grants-{batch}");
+        let run = RunRow {
+            id: run_id.clone(),
+            status: "completed".to_owned(),
+            thread: None,
+            prompt: "grants".to_owned(),
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+        };
+        let grants = ids
+            .iter()
+            .map(|i| Grant {
+                id: format!("dead-{i}"),
+                tool: "count_emails".to_owned(),
+                when: None,
+                uses_left: Some(0),
+                scope: GrantScope::Uses { uses: 1 },
+                created_by: "alice".to_owned(),
+                created_at: 1 + *i as i64,
+                approval_id: None,
+                revoked: None,
+            })
+            .collect();
+        let events = vec![Event::RunStarted {
+            messages: vec![Message::human("grants")],
+            thread: None,
+            principal: Some("alice".to_owned()),
+        }];
+        let append = Append {
+            run_id,
+            expected_version: 0,
+            events,
+            run,
+            approvals: Vec::new(),
+            grants,
+            lease: None,
+        };
+        bench.store.append(append).await.unwrap();
+    }
+    let filled = started.elapsed();
+    let now = toolgate_core::time::to_millis(std::time::SystemTime::now());
+    let t = Instant::now();
+    let all = bench.store.grants().await.unwrap().len();
+    let read_all = t.elapsed();
+    let t = Instant::now();
+    let live = bench.store.live_grants(now).await.unwrap().len();
+    let read_live = t.elapsed();
+    println!(
+        "dead grants: {n} made in {:.1} s; reading all {all}: {}, the live ones ({live}): {}",
+        filled.as_secs_f64(),
+        ms(read_all),
+        ms(read_live)
+    );
+}
+
 async fn sequential(n: usize, decider: Decider) {
     let bench = bench();
+    dead_grants(&bench).await;
     let approver = Principal::new("alice", Role::Approver);
     for _ in 0..50 {
         cycle(&bench, &approver, decider).await;
@@ -230,6 +306,7 @@ async fn sequential(n: usize, decider: Decider) {
 
 async fn concurrent(tasks: usize, seconds: u64, decider: Decider) {
     let bench = Arc::new(bench());
+    dead_grants(&bench).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
