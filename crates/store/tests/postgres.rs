@@ -268,6 +268,47 @@ async fn one_batch_answers_each_append_on_its_own() {
     toolgate_store::conformance::appends_sent_together_are_answered_each_on_its_own(store).await;
 }
 
+/// Once the database is gone, every append of a batch fails with why,
+/// at once: none hangs, and none is reported as made.
+#[tokio::test]
+async fn appends_to_a_dropped_database_all_fail_with_why() {
+    let database = TestDatabase::create().await;
+    let store = PgStore::connect(&database.url).await.unwrap();
+    store
+        .append(append("run-0", 0, vec![started("Email Bob")]))
+        .await
+        .unwrap();
+    admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", database.name))
+        .await
+        .unwrap();
+    let results =
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join_all((1..=3).map(|run| {
+                store.append(append(&format!("run-{run}"), 0, vec![started("Email Bob")]))
+            })),
+        )
+        .await
+        .expect("the appends are answered");
+    let whys: Vec<String> = results
+        .into_iter()
+        .map(|result| match result {
+            Err(error @ StoreError::Backend(_)) => error.to_string(),
+            other => panic!("expected the store to fail, got {other:?}"),
+        })
+        .collect();
+    let expected = format!(
+        "the store failed: cannot reach the PostgreSQL database `{}`",
+        database.name
+    );
+    for why in &whys {
+        assert!(why.starts_with(&expected), "{why}");
+        assert_eq!(why, &whys[0], "each append is told the same");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_stores_racing_on_one_run_version_exactly_one_wins() {
     let database = TestDatabase::create().await;

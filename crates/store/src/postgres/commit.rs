@@ -16,8 +16,10 @@
 //! go on. Should a write fail (an approval id of another run, say), the
 //! transaction is rolled back and each append of the batch runs again in
 //! a transaction of its own, so that only the one at fault fails, with its
-//! own error. A batch of deferred appends only commits without waiting for
-//! the flush; one durable append makes the whole batch durable.
+//! own error; a failure of the batch itself (the connection, the head's
+//! lock) answers every append with it. A batch of deferred appends only
+//! commits without waiting for the flush; one durable append makes the
+//! whole batch durable.
 
 use std::collections::HashMap;
 
@@ -66,9 +68,9 @@ impl Committer {
         Committer { queue, writer }
     }
 
-    /// A connection from the store's pool.
-    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.writer.client().await
+    /// What commits: the store's pool, where it points and its key.
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Commits `append` with the others waiting; its new version.
@@ -98,11 +100,27 @@ impl Committer {
 
 /// Why a batch's transaction did not commit.
 enum Failed {
-    /// Nothing was committed: each append may be tried again on its own.
-    RolledBack(StoreError),
+    /// One append's write or values were refused; nothing was committed,
+    /// so each append is tried again on its own.
+    Refused(StoreError),
+    /// The batch as a whole failed before it wrote (the connection, the
+    /// head's lock, the versions): every append gets the error, and
+    /// trying them one by one would only fail the same way, one at a time.
+    Batch(StoreError),
     /// The commit itself failed: whether it took effect is unknown, so
     /// nothing is tried again.
     Commit(StoreError),
+}
+
+/// `error` again, for another append of the batch it failed. A batch
+/// fails with a backend's error or corrupt data (conflicts are answered
+/// one by one, never as a failure of the batch).
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
+        StoreError::Backend(error) => StoreError::Backend(error.to_string().into()),
+        other => StoreError::Backend(other.to_string().into()),
+    }
 }
 
 /// One statement of an append, for what its failure says.
@@ -147,25 +165,15 @@ impl Writer {
                     let _ = job.reply.send(version);
                 }
             }
-            Err(Failed::RolledBack(error)) if jobs.len() == 1 => {
-                let _ = jobs.remove(0).reply.send(Err(error));
-            }
-            Err(Failed::RolledBack(_)) => {
+            Err(Failed::Refused(_)) if jobs.len() > 1 => {
                 for job in jobs.drain(..) {
                     let answer = self.commit_one(&job.append, job.deferred).await;
                     let _ = job.reply.send(answer);
                 }
             }
-            Err(Failed::Commit(error)) => {
-                let message = error.to_string();
-                let mut jobs = jobs.drain(..);
-                if let Some(first) = jobs.next() {
-                    let _ = first.reply.send(Err(error));
-                }
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Backend(message.clone().into())));
+            Err(Failed::Refused(error) | Failed::Batch(error) | Failed::Commit(error)) => {
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(same_error(&error)));
                 }
             }
         }
@@ -179,7 +187,9 @@ impl Writer {
     ) -> Result<u64, StoreError> {
         match self.commit(&[append], deferred).await {
             Ok(mut versions) => versions.pop().expect("one answer for one append"),
-            Err(Failed::RolledBack(error) | Failed::Commit(error)) => Err(error),
+            Err(Failed::Refused(error) | Failed::Batch(error) | Failed::Commit(error)) => {
+                Err(error)
+            }
         }
     }
 
@@ -200,8 +210,8 @@ impl Writer {
         // the batch is tried again append by append).
         let what = |run_id: &str| format!("cannot append to run {run_id}");
         let first = &appends[0].run.id;
-        let sql = |error: tokio_postgres::Error| Failed::RolledBack(failed(what(first), &error));
-        let mut client = self.client().await.map_err(Failed::RolledBack)?;
+        let sql = |error: tokio_postgres::Error| Failed::Batch(failed(what(first), &error));
+        let mut client = self.client().await.map_err(Failed::Batch)?;
         let tx = client.transaction().await.map_err(sql)?;
         let head_sql = tx.prepare_cached(HEAD).await.map_err(sql)?;
         let version_sql = tx
@@ -244,12 +254,12 @@ impl Writer {
             )
         );
         relaxed.map_err(sql)?;
-        let mut head = head_of(&head.map_err(sql)?).map_err(Failed::RolledBack)?;
+        let mut head = head_of(&head.map_err(sql)?).map_err(Failed::Batch)?;
         let mut versions: HashMap<&str, u64> = HashMap::with_capacity(runs.len());
         for (run, actual) in runs.iter().zip(actual) {
             let log = || format!("the log of run {run}");
-            let actual: i64 = get(&actual.map_err(sql)?, 0, &log).map_err(Failed::RolledBack)?;
-            versions.insert(run, count(actual, &log).map_err(Failed::RolledBack)?);
+            let actual: i64 = get(&actual.map_err(sql)?, 0, &log).map_err(Failed::Batch)?;
+            versions.insert(run, count(actual, &log).map_err(Failed::Batch)?);
         }
 
         // Each append in turn: the ones whose version matches (the log as
@@ -336,7 +346,7 @@ impl Writer {
         for append in &taken {
             let run = &append.run;
             let version = i64::try_from(run.version).map_err(|_| {
-                Failed::RolledBack(StoreError::Backend(
+                Failed::Refused(StoreError::Backend(
                     format!("{}: version {} is too large", what(&run.id), run.version).into(),
                 ))
             })?;
@@ -483,7 +493,7 @@ impl Writer {
                 _ => continue,
             };
             let _ = tx.rollback().await;
-            return Err(Failed::RolledBack(refused));
+            return Err(Failed::Refused(refused));
         }
         tx.commit()
             .await

@@ -61,10 +61,8 @@ const HEAD: &str = "SELECT seq, hash, floor(extract(epoch FROM clock_timestamp()
 /// Times of audit entries are the database server's clock. Listing limits
 /// of 0 mean 50, for [`Store::audit`] too.
 pub struct PgStore {
-    /// Where the store is, for messages (no password).
-    target: String,
-    signer: Signer32,
-    /// Commits this store's appends, several at a time.
+    /// Commits this store's appends, several at a time; it holds the pool,
+    /// where the store is (for messages, no password) and the signing key.
     committer: commit::Committer,
     /// Hears of every append, from any process (`LISTEN`).
     listener: listen::Listener,
@@ -89,12 +87,10 @@ impl PgStore {
         let listener = listen::Listener::start(config);
         let committer = commit::Committer::start(commit::Writer {
             pool,
-            target: target.clone(),
-            signer: signer.clone(),
-        });
-        Ok(PgStore {
             target,
             signer,
+        });
+        Ok(PgStore {
             committer,
             listener,
         })
@@ -102,17 +98,22 @@ impl PgStore {
 
     /// A connection from the pool.
     async fn client(&self) -> Result<Object, StoreError> {
-        self.committer.client().await
+        self.committer.writer().client().await
+    }
+
+    /// The store's signing key.
+    fn signer(&self) -> &Signer32 {
+        &self.committer.writer().signer
     }
 }
 
 impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgStore")
-            .field("target", &self.target)
+            .field("target", &self.committer.writer().target)
             .field(
                 "public_key",
-                &toolgate_core::audit::hex(&self.signer.public_key()),
+                &toolgate_core::audit::hex(&self.signer().public_key()),
             )
             .finish_non_exhaustive()
     }
@@ -772,7 +773,7 @@ impl Store for PgStore {
             "at": at,
         })
         .to_string();
-        insert_entry(&tx, &self.signer, &mut head, None, "grant_revoked", &body)
+        insert_entry(&tx, self.signer(), &mut head, None, "grant_revoked", &body)
             .await
             .map_err(sql)?;
         store_head(&tx, &head).await.map_err(sql)?;
@@ -831,7 +832,7 @@ impl Store for PgStore {
     }
 
     async fn public_key(&self) -> Result<[u8; 32], StoreError> {
-        Ok(self.signer.public_key())
+        Ok(self.signer().public_key())
     }
 
     async fn wait_for_change(
