@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 use toolgate::grant::{Grant, GrantScope};
-use toolgate::store::StoreError;
+use toolgate::store::{GrantQuery, StoreError};
 
 use crate::approvals::not_found;
 use crate::context::{StoreArgs, local_principal, now};
@@ -41,6 +41,9 @@ pub(crate) struct ListArgs {
     /// Also list revoked, used-up and expired grants.
     #[arg(long)]
     all: bool,
+    /// At most this many, newest first.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -123,12 +126,18 @@ async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
     let style = Style::detect();
     let store = store_args.open_store().await?;
     let now = now();
-    let grants: Vec<Grant> = if args.all {
-        store.grants().await
+    let query = if args.all {
+        GrantQuery::all()
     } else {
-        store.live_grants(now).await
-    }
-    .context("cannot list the grants")?;
+        GrantQuery::live(now)
+    };
+    let limit = args.limit as usize;
+    let mut grants: Vec<Grant> = store
+        .grants(&query.page(None, limit + 1))
+        .await
+        .context("cannot list the grants")?;
+    let more = grants.len() > limit;
+    grants.truncate(limit);
     if args.json {
         let views: Vec<GrantView> = grants.iter().map(|g| grant_view(g, now)).collect();
         print_json(&views)?;
@@ -145,6 +154,9 @@ async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
         return Ok(exit::code(exit::SUCCESS));
     }
     out(&grants_table(&grants, &style, now).render(&style))?;
+    if more && style.terminal {
+        eprintln!("Showing the newest {limit}; pass --limit to see more.");
+    }
     Ok(exit::code(exit::SUCCESS))
 }
 

@@ -958,6 +958,25 @@ fn grants_made_with_a_decision_are_listed_used_and_revoked() {
     // A revoked grant covers nothing: the next call asks again.
     let third = fx.send();
     assert_eq!(third.approval.status.as_str(), "pending");
+
+    // Listings stop at --limit, newest first.
+    fx.ok(&[
+        "approvals",
+        "approve",
+        &third.approval.id,
+        "--grant",
+        "uses:1",
+    ]);
+    let all = fx.json(&["grants", "list", "--all", "--json"]);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let newest = fx.json(&["grants", "list", "--all", "--limit", "1", "--json"]);
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+    assert_eq!(newest[0], all[0]);
+    assert_eq!(newest[0]["state"], "live");
+    assert!(
+        fx.fails(2, &["grants", "list", "--limit", "0"])
+            .contains("invalid value '0' for '--limit <N>'")
+    );
 }
 
 #[test]

@@ -162,6 +162,44 @@ pub struct ApprovalQuery {
     pub limit: usize,
 }
 
+/// Which grants to list, newest first (by creation time, then id).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantQuery {
+    /// Only the grants that may cover calls at this time (Unix
+    /// milliseconds): neither revoked, nor used up, nor past their end
+    /// ([`Grant::is_live`]). `None` for every grant.
+    pub live_at: Option<i64>,
+    /// Only grants made before this one (for paging: the last id of the
+    /// page before).
+    pub before: Option<String>,
+    /// At most this many; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl GrantQuery {
+    /// Every grant, revoked and used-up ones included.
+    pub fn all() -> GrantQuery {
+        GrantQuery::default()
+    }
+
+    /// Every grant that may cover calls at `now`.
+    pub fn live(now: i64) -> GrantQuery {
+        GrantQuery {
+            live_at: Some(now),
+            ..GrantQuery::default()
+        }
+    }
+
+    /// The same query, from the grant after `before`, at most `limit`.
+    pub fn page(self, before: Option<String>, limit: usize) -> GrantQuery {
+        GrantQuery {
+            before,
+            limit: Some(limit),
+            ..self
+        }
+    }
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunQuery {
@@ -454,26 +492,21 @@ pub trait Store: Send + Sync {
     /// One approval; [`StoreError::NotFound`] for an unknown id.
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError>;
 
-    /// All grants, newest first, revoked ones included.
-    async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
-
-    /// The grants that may cover calls at `now`, newest first: neither
-    /// revoked, nor used up, nor past their end ([`Grant::is_live`]).
-    /// What a gate reads for every call it would ask about, so stores
-    /// read only these, however many grants have ever been made.
+    /// Grants, newest first: all of them, revoked and used-up ones
+    /// included, or only the live ones ([`GrantQuery::live_at`]), a page
+    /// at a time ([`GrantQuery::before`], [`GrantQuery::limit`]).
+    /// [`StoreError::NotFound`] when `before` names no grant.
     ///
-    /// The default filters [`Store::grants`].
-    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
-        let mut grants = self.grants().await?;
-        grants.retain(|grant| grant.is_live(now));
-        Ok(grants)
-    }
+    /// A gate reads the live grants for every call it would ask about, so
+    /// stores read only those for such a query, however many grants have
+    /// ever been made.
+    async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError>;
 
     /// One grant; [`StoreError::NotFound`] for an unknown id.
     ///
     /// The default looks through [`Store::grants`].
     async fn grant(&self, id: &str) -> Result<Grant, StoreError> {
-        self.grants()
+        self.grants(&GrantQuery::all())
             .await?
             .into_iter()
             .find(|grant| grant.id == id)

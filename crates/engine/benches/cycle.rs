@@ -40,7 +40,7 @@ use toolgate_core::grant::{Grant, GrantScope};
 use toolgate_core::policy::Policy;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::run::Event;
-use toolgate_core::store::{Append, ApprovalQuery, RunRow, Store};
+use toolgate_core::store::{Append, ApprovalQuery, GrantQuery, RunRow, Store};
 use toolgate_core::{
     ChatModel, Message, Principal, Role, Tool, ToolError, ToolHints, ToolSpec, Tools,
 };
@@ -205,7 +205,7 @@ fn ms(d: Duration) -> String {
 
 /// Fills the store with `TOOLGATE_BENCH_DEAD_GRANTS` used-up grants for
 /// the bench's tool, if set, and times reading them all (what each call a
-/// gate asks about read before `Store::live_grants`) and the live ones.
+/// gate asks about read before a query of the live ones (`GrantQuery::live`)) and the live ones.
 async fn dead_grants(bench: &Bench) {
     let Some(n) = std::env::var("TOOLGATE_BENCH_DEAD_GRANTS")
         .ok()
@@ -258,10 +258,15 @@ async fn dead_grants(bench: &Bench) {
     let filled = started.elapsed();
     let now = toolgate_core::time::to_millis(std::time::SystemTime::now());
     let t = Instant::now();
-    let all = bench.store.grants().await.unwrap().len();
+    let all = bench.store.grants(&GrantQuery::all()).await.unwrap().len();
     let read_all = t.elapsed();
     let t = Instant::now();
-    let live = bench.store.live_grants(now).await.unwrap().len();
+    let live = bench
+        .store
+        .grants(&GrantQuery::live(now))
+        .await
+        .unwrap()
+        .len();
     let read_live = t.elapsed();
     println!(
         "dead grants: {n} made in {:.1} s; reading all {all}: {}, the live ones ({live}): {}",

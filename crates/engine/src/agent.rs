@@ -10,7 +10,7 @@ use serde_json::Value;
 use toolgate_core::grant::{Grant, GrantRequest};
 use toolgate_core::policy::{Action, EvalInput, Policy, Verdict};
 use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
-use toolgate_core::store::{Append, ApprovalRow, Lease, Store, StoreError};
+use toolgate_core::store::{Append, ApprovalRow, GrantQuery, Lease, Store, StoreError};
 use toolgate_core::{ChatModel, ChatRequest, Fingerprint, Messages, Principal, TextSink, Tools};
 
 use crate::decide::{Decide, expire_due_in};
@@ -825,7 +825,7 @@ pub(crate) async fn gate_call(
     if matches!(gate, Gate::Ask { .. }) {
         let live = match grants {
             Some(grants) => grants,
-            None => grants.insert(store.live_grants(now).await?),
+            None => grants.insert(store.grants(&GrantQuery::live(now)).await?),
         };
         for grant in live.iter().filter(|g| g.covers(input, now)) {
             if store.use_grant(&grant.id).await? {

@@ -12,7 +12,7 @@ use serde_json::json;
 use toolgate_core::grant::{GrantRequest, GrantScope};
 use toolgate_core::policy::Policy;
 use toolgate_core::run::{ApprovalStatus, DecisionError, Event, Resolution, RunState};
-use toolgate_core::store::ApprovalQuery;
+use toolgate_core::store::{ApprovalQuery, GrantQuery};
 use toolgate_core::{Principal, Role};
 use toolgate_engine::{
     Agent, DecideError, DecisionRequest, RunOutcome, Wait, decide, resolve_in_doubt,
@@ -711,7 +711,7 @@ async fn a_grant_covers_later_calls_until_it_is_used_up() {
     )
     .await
     .unwrap();
-    let grants = store.grants().await.unwrap();
+    let grants = store.grants(&GrantQuery::all()).await.unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(
         (grants[0].tool.as_str(), grants[0].uses_left),
@@ -723,7 +723,10 @@ async fn a_grant_covers_later_calls_until_it_is_used_up() {
     assert_eq!(answer(&agent.run("send it").await.unwrap()), "done");
     assert_eq!(waiting(&agent.run("send it").await.unwrap()).len(), 1);
     assert_eq!(kit.send.load(Ordering::SeqCst), 3);
-    assert_eq!(store.grants().await.unwrap()[0].uses_left, Some(0));
+    assert_eq!(
+        store.grants(&GrantQuery::all()).await.unwrap()[0].uses_left,
+        Some(0)
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toolgate_core::grant::{GrantRequest, GrantSpec};
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{ApprovalQuery, DeliveryQuery, DeliveryStatus, StoreError};
+use toolgate_core::store::{ApprovalQuery, DeliveryQuery, DeliveryStatus, GrantQuery, StoreError};
 use toolgate_core::{Fingerprint, Role, ToolHints};
 use toolgate_engine::{
     ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide_detailed,
@@ -163,12 +163,7 @@ pub(crate) async fn list_approvals(
     Params(params): Params<ListParams>,
 ) -> Result<axum::Json<ApprovalPage>, Problem> {
     let statuses = parse_statuses(params.status.as_deref())?;
-    let limit = params.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_LIMIT}; page with `before` for more"
-        )));
-    }
+    let limit = page_limit(params.limit)?;
     if caller.is_agent() {
         let Some(run_id) = &params.run_id else {
             return Err(Problem::forbidden(format!(
@@ -196,6 +191,18 @@ pub(crate) async fn list_approvals(
         approvals,
         next_before,
     }))
+}
+
+/// The size of a page a listing asked for: 50 unless it says, and from 1
+/// to [`MAX_LIMIT`].
+fn page_limit(asked: Option<usize>) -> Result<usize, Problem> {
+    let limit = asked.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_LIMIT}; page with `before` for more"
+        )));
+    }
+    Ok(limit)
 }
 
 pub(crate) fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, Problem> {
@@ -497,25 +504,61 @@ pub(crate) async fn record_decision(
     }
 }
 
-/// List grants, newest first, revoked and used-up ones included.
+/// Which grants to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantListParams {
+    /// `live` for the grants that still cover calls (neither revoked, nor
+    /// used up, nor ended), or `all` (the default), revoked and used-up
+    /// ones included.
+    state: Option<String>,
+    /// Only grants older than this one: the previous page's
+    /// `next_before`.
+    before: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// List grants, newest first: all of them, or the live ones.
 #[utoipa::path(
     get, path = "/v1/grants", tag = "grants",
+    params(GrantListParams),
     responses(
-        (status = 200, description = "The grants", body = GrantList),
+        (status = 200, description = "A page of grants", body = GrantList),
+        (status = 400, description = "Malformed query", body = crate::problem::ProblemDocument),
         (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
         (status = 403, description = "Agents may not list grants", body = crate::problem::ProblemDocument),
+        (status = 404, description = "`before` names no grant", body = crate::problem::ProblemDocument),
     ),
     security(("token" = []))
 )]
 pub(crate) async fn list_grants(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Params(params): Params<GrantListParams>,
 ) -> Result<axum::Json<GrantList>, Problem> {
     caller.require_decider("list grants")?;
     let now = state.now();
-    let grants = state.store.grants().await?;
+    let query = match params.state.as_deref().map(str::trim) {
+        None | Some("" | "all") => GrantQuery::all(),
+        Some("live") => GrantQuery::live(now),
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "unknown grant state `{other}`: use `live` or `all`"
+            )));
+        }
+    };
+    let limit = page_limit(params.limit)?;
+    let mut grants = state
+        .store
+        .grants(&query.page(params.before, limit + 1))
+        .await?;
+    let more = grants.len() > limit;
+    grants.truncate(limit);
+    let next_before = more.then(|| grants.last().map(|g| g.id.clone())).flatten();
     Ok(axum::Json(GrantList {
         grants: grants.iter().map(|g| GrantView::of(g, now)).collect(),
+        next_before,
     }))
 }
 

@@ -392,11 +392,13 @@ pub(crate) struct ApprovalPage {
     pub(crate) next_before: Option<String>,
 }
 
-/// Grants, newest first.
+/// A page of grants, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub(crate) struct GrantList {
     /// The grants.
     pub(crate) grants: Vec<GrantView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub(crate) next_before: Option<String>,
 }
 
 /// Who the caller is.

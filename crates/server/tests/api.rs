@@ -439,6 +439,116 @@ async fn grants_cover_later_calls_and_can_be_listed_and_revoked() {
 }
 
 #[tokio::test]
+async fn grants_are_listed_a_page_at_a_time_live_or_all() {
+    let server = server().await;
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let mut call = send_email("sally@gmail.com");
+        call["run_id"] = json!(format!("agent-run-{i}"));
+        let created = server.ask(&bot, call).await;
+        let (status, answer) = server
+            .post(
+                &format!("/v1/approvals/{}/decision", created["id"].as_str().unwrap()),
+                &alice,
+                json!({"decision": "approve", "grant": "run"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        made.push(answer["grant"]["id"].as_str().unwrap().to_owned());
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest first: the last grant made heads the list.
+    let (status, all) = server.get("/v1/grants", &alice).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(ids(&all), newest_first);
+    assert_eq!(all["next_before"], Value::Null);
+
+    let (status, first) = server.get("/v1/grants?limit=2", &alice).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(ids(&first), newest_first[..2]);
+    let next = first["next_before"].as_str().unwrap();
+    assert_eq!(next, newest_first[1]);
+    let (status, second) = server
+        .get(&format!("/v1/grants?limit=2&before={next}"), &alice)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(ids(&second), newest_first[2..]);
+    assert_eq!(second["next_before"], Value::Null, "the last page");
+
+    // The middle grant revoked: gone from the live ones, kept in all.
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/grants/{}", made[1]),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, live) = server.get("/v1/grants?state=live", &alice).await;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    assert_eq!(ids(&live), [made[2].clone(), made[0].clone()]);
+    assert!(
+        live["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["state"] == "live")
+    );
+    let (_, live_page) = server
+        .get(
+            &format!("/v1/grants?state=live&limit=1&before={}", made[2]),
+            &alice,
+        )
+        .await;
+    assert_eq!(ids(&live_page), [made[0].clone()]);
+    let (_, all) = server.get("/v1/grants?state=all", &alice).await;
+    assert_eq!(ids(&all), newest_first);
+
+    // Bad queries say what was wrong.
+    for (query, status, says) in [
+        (
+            "state=dead",
+            StatusCode::BAD_REQUEST,
+            "unknown grant state `dead`: use `live` or `all`",
+        ),
+        (
+            "limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 500",
+        ),
+        (
+            "limit=501",
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 500",
+        ),
+        ("limit=many", StatusCode::BAD_REQUEST, "limit"),
+        ("colour=red", StatusCode::BAD_REQUEST, "colour"),
+        (
+            "before=g-nope",
+            StatusCode::NOT_FOUND,
+            "there is no grant `g-nope`",
+        ),
+    ] {
+        let (got, problem) = server.get(&format!("/v1/grants?{query}"), &alice).await;
+        assert_eq!(got, status, "{query}: {problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{query}: {detail}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn every_endpoint_refuses_a_missing_or_bad_token() {
     let server = server().await;
     let root = server.token("root", Role::Admin, &[]).await;

@@ -854,6 +854,70 @@ async fn grants_are_made_with_a_decision_and_revoked_from_their_page() {
     assert!(again.has("revoked already"));
     let next = server.ask(&bot, send_email("ann@gmail.com")).await;
     assert_eq!(next["status"], "pending");
+
+    // The page shows the live grants unless asked for all.
+    let live = web.get("/inbox/grants").await;
+    assert!(!live.has(&grant_id), "{}", live.body);
+    assert!(live.has("No grant covers calls now."), "{}", live.body);
+    let all = web.get("/inbox/grants?state=all").await;
+    assert!(all.has(&grant_id), "{}", all.body);
+    assert!(all.has(r#"<span class="badge badge-revoked">revoked</span>"#));
+    assert!(!all.has(&revoke), "no button for a revoked grant");
+    let bad = web.get("/inbox/grants?state=dead").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.has("unknown grant state `dead`: use `live` or `all`"),
+        "{}",
+        bad.body
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_grants_page_goes_back_a_page_at_a_time() {
+    let server = server().await;
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+    let mut made = Vec::new();
+    for i in 0..26 {
+        let mut call = send_email("sally@gmail.com");
+        call["run_id"] = json!(format!("agent-run-{i}"));
+        let created = server.ask(&bot, call).await;
+        let (status, answer) = server
+            .post(
+                &format!("/v1/approvals/{}/decision", created["id"].as_str().unwrap()),
+                &alice,
+                json!({"decision": "approve", "grant": "run"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        made.push(answer["grant"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut web = Web::new(&server);
+    web.sign_in(&alice).await;
+    let items = |page: &Page| page.body.matches(r#"<li class="item""#).count();
+    let first = web.get("/inbox/grants").await;
+    assert_eq!(items(&first), 25, "{}", first.body);
+    assert!(first.has(&made[25]), "the newest first");
+    assert!(!first.has(&made[0]));
+    let older = format!(r#"href="/inbox/grants?state=live&amp;before={}""#, made[1]);
+    assert!(first.has(&older), "{}", first.body);
+    assert!(!first.has("← Newest"));
+
+    let second = web
+        .get(&format!("/inbox/grants?state=live&before={}", made[1]))
+        .await;
+    assert_eq!(items(&second), 1, "{}", second.body);
+    assert!(second.has(&made[0]));
+    assert!(second.has("← Newest"));
+    assert!(!second.has("Older →"));
+    let unknown = web.get("/inbox/grants?before=g-nope").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.has("there is no grant `g-nope`"),
+        "{}",
+        unknown.body
+    );
     server.stop().await;
 }
 

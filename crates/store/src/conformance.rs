@@ -20,7 +20,7 @@ use toolgate_core::grant::{Grant, GrantScope, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
     ApprovalQuery, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext, DeliveryQuery,
-    DeliveryStatus, NewDelivery, RunQuery, RunRow, Store, StoreError,
+    DeliveryStatus, GrantQuery, NewDelivery, RunQuery, RunRow, Store, StoreError,
 };
 
 use self::fixtures::*;
@@ -63,6 +63,7 @@ macro_rules! store_conformance_tests {
             listings_default_to_50_rows,
             unknown_ids_are_not_found,
             grants_count_down_and_revoke,
+            grants_are_listed_a_page_at_a_time,
             audit_log_chains_across_runs_and_verifies,
             grant_revocation_is_a_signed_audit_entry,
             audit_pages_oldest_first,
@@ -331,7 +332,7 @@ pub async fn a_write_refused_midway_leaves_nothing(store: Arc<dyn Store>) {
         "run-1",
         "the approval stays its run's"
     );
-    assert_eq!(ok(store.grants().await).len(), 1);
+    assert_eq!(ok(store.grants(&GrantQuery::all()).await).len(), 1);
     assert_eq!(verified_audit(&*store).await, audit_before);
     // And the store goes on.
     assert_eq!(
@@ -391,7 +392,7 @@ pub async fn wrong_expected_version_conflicts_and_writes_nothing(store: Arc<dyn 
     assert_eq!(ok(store.approvals(&ApprovalQuery::default()).await), vec![]);
     assert_not_found(store.approval("appr-1").await, "approval", "appr-1");
     assert_eq!(
-        ok(store.grants().await),
+        ok(store.grants(&GrantQuery::all()).await),
         vec![],
         "a conflicting append makes no grant"
     );
@@ -1094,17 +1095,17 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
     create.grants = vec![counted.clone(), for_run.clone(), until.clone()];
     ok(store.append(create).await);
     assert_eq!(
-        ok(store.grants().await),
+        ok(store.grants(&GrantQuery::all()).await),
         vec![until.clone(), for_run.clone(), counted.clone()],
         "grants are listed newest first, as made"
     );
     assert_eq!(
-        ok(store.live_grants(1_000).await),
+        ok(store.grants(&GrantQuery::live(1_000)).await),
         vec![until.clone(), for_run.clone(), counted.clone()],
         "all three cover calls"
     );
     assert_eq!(
-        ok(store.live_grants(10_000).await),
+        ok(store.grants(&GrantQuery::live(10_000)).await),
         vec![for_run.clone(), counted.clone()],
         "a grant for a time covers calls until its end, not at it"
     );
@@ -1136,7 +1137,7 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
     );
     assert!(ok(store.revoke_grant("g-uses", "carol", 700).await));
 
-    let grants = ok(store.grants().await);
+    let grants = ok(store.grants(&GrantQuery::all()).await);
     let revoked = |grant: &Grant, by: &str, at| Grant {
         revoked: Some(Revocation {
             by: by.to_owned(),
@@ -1158,7 +1159,7 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
         "revoked grants are listed with their first revocation, and counted grants with their uses left"
     );
     assert_eq!(
-        ok(store.live_grants(1_000).await),
+        ok(store.grants(&GrantQuery::live(1_000)).await),
         vec![until.clone()],
         "neither revoked nor used-up grants cover calls"
     );
@@ -1166,7 +1167,10 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
         ok(store.grant("g-uses").await),
         revoked(&used_up, "carol", 700)
     );
-    assert_eq!(ok(store.live_grants(10_000).await), Vec::<Grant>::new());
+    assert_eq!(
+        ok(store.grants(&GrantQuery::live(10_000)).await),
+        Vec::<Grant>::new()
+    );
     let kinds: Vec<String> = verified_audit(&*store)
         .await
         .into_iter()
@@ -1176,6 +1180,90 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
         kinds[4..],
         ["grant_revoked", "grant_revoked"],
         "each revocation is one audit entry; the repeated one adds none"
+    );
+}
+
+/// Grants are listed newest first (by creation time, then id), all or
+/// only the live ones, a page at a time from the grant `before` names.
+pub async fn grants_are_listed_a_page_at_a_time(store: Arc<dyn Store>) {
+    let made = [
+        grant("g-1", uses(3), 100),
+        grant("g-2", uses(3), 200),
+        grant("g-3", uses(3), 200),
+        grant("g-4", uses(3), 300),
+        grant("g-5", uses(1), 400),
+        grant("g-6", GrantScope::Until { until: 1_000 }, 500),
+    ];
+    let mut create = append("run-1", 0, vec![started("Email Bob")]);
+    create.grants = made.to_vec();
+    ok(store.append(create).await);
+    assert!(ok(store.revoke_grant("g-4", "carol", 600).await));
+    assert!(ok(store.use_grant("g-5").await));
+
+    let ids = |grants: Vec<Grant>| grants.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    let page = |query: GrantQuery| {
+        let store = Arc::clone(&store);
+        async move { ids(ok(store.grants(&query).await)) }
+    };
+    assert_eq!(
+        page(GrantQuery::all()).await,
+        ["g-6", "g-5", "g-4", "g-3", "g-2", "g-1"],
+        "newest first; grants made at the same time by id, highest first"
+    );
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let next = page(GrantQuery::all().page(before.clone(), 4)).await;
+        let Some(last) = next.last().cloned() else {
+            break;
+        };
+        pages.push(next);
+        before = Some(last);
+    }
+    assert_eq!(
+        pages,
+        vec![vec!["g-6", "g-5", "g-4", "g-3"], vec!["g-2", "g-1"]],
+        "pages of 4 from the start: each goes on after the last of the one before"
+    );
+    assert_eq!(
+        page(GrantQuery::all().page(Some("g-3".to_owned()), 1)).await,
+        ["g-2"],
+        "a grant made at the same time as the page's start comes after it if its id is lower"
+    );
+
+    assert_eq!(
+        page(GrantQuery::live(700)).await,
+        ["g-6", "g-3", "g-2", "g-1"],
+        "the revoked g-4 and the used-up g-5 are not live"
+    );
+    assert_eq!(
+        page(GrantQuery::live(700).page(Some("g-6".to_owned()), 2)).await,
+        ["g-3", "g-2"],
+        "a page of live grants starts after the grant named, live or not"
+    );
+    assert_eq!(
+        page(GrantQuery::live(700).page(Some("g-4".to_owned()), 2)).await,
+        ["g-3", "g-2"],
+        "a revoked grant may start a page of live ones"
+    );
+    assert_eq!(
+        page(GrantQuery::live(1_000).page(None, 10)).await,
+        ["g-3", "g-2", "g-1"],
+        "a grant for a time is not live at its end"
+    );
+    assert_not_found(
+        store
+            .grants(&GrantQuery::all().page(Some("g-nope".to_owned()), 10))
+            .await,
+        "grant",
+        "g-nope",
+    );
+    assert_not_found(
+        store
+            .grants(&GrantQuery::live(700).page(Some("g-nope".to_owned()), 10))
+            .await,
+        "grant",
+        "g-nope",
     );
 }
 

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use tempfile::TempDir;
 use toolgate_core::audit::{Broken, Verifier};
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{Append, Store, StoreError};
+use toolgate_core::store::{Append, GrantQuery, Store, StoreError};
 use toolgate_store::SqliteStore;
 use toolgate_store::conformance::fixtures::{
     append, approval_row, decided, grant, model_turn, requested, run_completed, started,
@@ -104,7 +104,7 @@ async fn data_and_signing_key_survive_reopening() {
     assert_eq!(store.load("run-1").await.unwrap(), log);
     assert_eq!(store.audit(0, 100).await.unwrap(), audit);
     assert_eq!(
-        store.grants().await.unwrap()[0]
+        store.grants(&GrantQuery::all()).await.unwrap()[0]
             .revoked
             .as_ref()
             .unwrap()

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toolgate_core::Role;
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{ApprovalQuery, ApprovalRow, StoreError};
+use toolgate_core::store::{ApprovalQuery, ApprovalRow, GrantQuery, StoreError};
 use toolgate_engine::{ApprovalDetail, approval_detail};
 
 use crate::api::{expired_now, parse_statuses, record_decision, revoke};
@@ -908,32 +908,72 @@ async fn decide(
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct GrantsQuery {
+    /// `live` (the default) or `all`.
+    state: Option<String>,
+    before: Option<String>,
+}
+
 async fn grants_page(
     State(state): State<Arc<AppState>>,
     session: Session,
     headers: HeaderMap,
+    query: Result<Query<GrantsQuery>, QueryRejection>,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            return problem_page(&state, Some(&session.who()), &rejection.into());
+        }
+    };
     let flash = take_flash(&headers).filter(|f| *f == Flash::Revoked);
     let notice = flash.map(|_| Notice::success("The grant is revoked."));
-    let mut response = render_grants(&state, &session, StatusCode::OK, notice.as_ref()).await;
+    let mut response =
+        render_grants(&state, &session, &query, StatusCode::OK, notice.as_ref()).await;
     if flash.is_some() {
         set_cookie(&mut response, &clear_flash_cookie(&state));
     }
     response
 }
 
+/// One page of the grants page: the live grants or all, from `before`.
 async fn render_grants(
     state: &AppState,
     session: &Session,
+    query: &GrantsQuery,
     status: StatusCode,
     notice: Option<&Notice>,
 ) -> Response {
     let who = session.who();
-    let grants = match state.store.grants().await {
+    let now = state.now();
+    let filter = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        None | Some("live") => "live",
+        Some("all") => "all",
+        Some(other) => {
+            let problem = Problem::bad_request(format!(
+                "unknown grant state `{other}`: use `live` or `all`"
+            ));
+            return problem_page(state, Some(&who), &problem);
+        }
+    };
+    let before = query.before.clone().filter(|b| !b.is_empty());
+    let grants_query = if filter == "live" {
+        GrantQuery::live(now)
+    } else {
+        GrantQuery::all()
+    };
+    let mut grants = match state
+        .store
+        .grants(&grants_query.page(before.clone(), PAGE + 1))
+        .await
+    {
         Ok(grants) => grants,
         Err(error) => return problem_page(state, Some(&who), &error.into()),
     };
-    let now = state.now();
+    let more = grants.len() > PAGE;
+    grants.truncate(PAGE);
+    let next_before = more.then(|| grants.last().map(|g| g.id.clone())).flatten();
     let principal = session.caller.principal();
     let views: Vec<(GrantView, bool)> = grants
         .iter()
@@ -942,7 +982,13 @@ async fn render_grants(
             (GrantView::of(grant, now), may_revoke)
         })
         .collect();
-    html(status, view::grants_page(&who, now, &views, notice))
+    let page = view::GrantsPage {
+        filter,
+        before: before.as_deref(),
+        grants: &views,
+        next_before: next_before.as_deref(),
+    };
+    html(status, view::grants_page(&who, now, &page, notice))
 }
 
 async fn revoke_grant(
@@ -967,7 +1013,8 @@ async fn revoke_grant(
         }
         Err(problem) => {
             let notice = Notice::error("The grant was not revoked", problem.detail());
-            render_grants(&state, &session, problem.status(), Some(&notice)).await
+            let query = GrantsQuery::default();
+            render_grants(&state, &session, &query, problem.status(), Some(&notice)).await
         }
     }
 }

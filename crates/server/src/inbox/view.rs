@@ -613,13 +613,35 @@ fn decide(
     }
 }
 
+/// What the grants page shows: which grants, from where.
+#[derive(Clone, Copy)]
+pub(crate) struct GrantsPage<'a> {
+    /// `live` or `all`.
+    pub(crate) filter: &'a str,
+    /// The grant the page starts after, if it is not the first page.
+    pub(crate) before: Option<&'a str>,
+    /// The page's grants, each with whether the viewer may revoke it.
+    pub(crate) grants: &'a [(GrantView, bool)],
+    /// The last grant of the page, when there are older ones.
+    pub(crate) next_before: Option<&'a str>,
+}
+
+/// The grant filters: the query value and its label.
+const GRANT_FILTERS: [(&str, &str); 2] = [("live", "Live"), ("all", "All")];
+
 /// The grants page.
 pub(crate) fn grants_page(
     who: &Who<'_>,
     now: i64,
-    grants: &[(GrantView, bool)],
+    grants_page: &GrantsPage<'_>,
     notice_shown: Option<&Notice>,
 ) -> Markup {
+    let GrantsPage {
+        filter,
+        before,
+        grants,
+        next_before,
+    } = *grants_page;
     let main = html! {
         h1 { "Grants" }
         p.prose.aside {
@@ -627,11 +649,34 @@ pub(crate) fn grants_page(
             "(\"also approve later calls\") and lasts for its scope. Revoking one makes those calls ask again."
         }
         (notice(notice_shown))
+        nav.filters aria-label="Show grants that are" {
+            @for (value, label) in GRANT_FILTERS {
+                a href={ "/inbox/grants?state=" (value) }
+                    aria-current=[(value == filter).then_some("page")] { (label) }
+            }
+        }
         @if grants.is_empty() {
-            p.empty { "There are no grants." }
+            p.empty {
+                @if filter == "live" {
+                    "No grant covers calls now. Revoked, used-up and ended grants are under "
+                    a href="/inbox/grants?state=all" { "All" } "."
+                } @else {
+                    "There are no grants."
+                }
+            }
         } @else {
             ul.items {
                 @for (grant, may_revoke) in grants { (grant_item(who, grant, *may_revoke)) }
+            }
+        }
+        @if before.is_some() || next_before.is_some() {
+            nav.pager aria-label="Pages" {
+                @if before.is_some() {
+                    a href={ "/inbox/grants?state=" (filter) } { "← Newest" }
+                }
+                @if let Some(next) = next_before {
+                    a rel="next" href={ "/inbox/grants?state=" (filter) "&before=" (super::text::query_escape(next)) } { "Older →" }
+                }
             }
         }
     };

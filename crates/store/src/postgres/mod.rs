@@ -30,8 +30,8 @@ use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
-    DeliveryQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError, StoredEvent,
-    TokenRecord,
+    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
+    StoredEvent, TokenRecord,
 };
 use toolgate_core::{Principal, Role};
 
@@ -652,26 +652,53 @@ impl Store for PgStore {
         }
     }
 
-    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.grants_where(
-            &format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY created_at DESC, id DESC"),
-            &[],
-            &|| "cannot list grants".to_owned(),
-        )
-        .await
-    }
-
-    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
-        self.grants_where(
-            &format!(
-                "SELECT {GRANT_COLUMNS} FROM grants
-                 WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
-                     AND (ends_at IS NULL OR ends_at > $1)
-                 ORDER BY created_at DESC, id DESC"
-            ),
-            &[&now],
-            &|| "cannot read the live grants".to_owned(),
-        )
+    async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
+        // A grant's creation time never changes, so the page's start may
+        // be read on its own.
+        let before = match &query.before {
+            None => None,
+            Some(id) => Some((self.grant(id).await?.created_at, id)),
+        };
+        let limit = query
+            .limit
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some(now) = &query.live_at {
+            // The condition of the partial index `grants_live`, word for
+            // word, so that the planner can use it.
+            values.push(now);
+            conditions.push(format!(
+                "revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0) \
+                 AND (ends_at IS NULL OR ends_at > ${})",
+                values.len()
+            ));
+        }
+        if let Some((created_at, id)) = &before {
+            values.push(created_at);
+            values.push(id);
+            conditions.push(format!(
+                "(created_at, id) < (${}, ${})",
+                values.len() - 1,
+                values.len()
+            ));
+        }
+        let mut text = format!(
+            "SELECT {GRANT_COLUMNS} FROM grants{} ORDER BY created_at DESC, id DESC",
+            where_clause(&conditions)
+        );
+        if let Some(limit) = &limit {
+            values.push(limit);
+            text.push_str(&format!(" LIMIT ${}", values.len()));
+        }
+        let live = query.live_at.is_some();
+        self.grants_where(&text, &values, &|| {
+            if live {
+                "cannot read the live grants".to_owned()
+            } else {
+                "cannot list grants".to_owned()
+            }
+        })
         .await
     }
 

@@ -28,8 +28,8 @@ use toolgate_core::grant::Grant;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
-    DeliveryQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError, StoredEvent,
-    TokenRecord,
+    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
+    StoredEvent, TokenRecord,
 };
 
 use self::read::Readers;
@@ -230,13 +230,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.readers.run(read::grants).await
-    }
-
-    async fn live_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+    async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
+        let query = query.clone();
         self.readers
-            .run(move |conn| read::live_grants(conn, now))
+            .run(move |conn| read::grants(conn, &query))
             .await
     }
 

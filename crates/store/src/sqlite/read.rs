@@ -13,7 +13,9 @@ use tokio::sync::Semaphore;
 use toolgate_core::audit::AuditEntry;
 use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
-use toolgate_core::store::{ApprovalQuery, ApprovalRow, RunQuery, RunRow, StoreError, StoredEvent};
+use toolgate_core::store::{
+    ApprovalQuery, ApprovalRow, GrantQuery, RunQuery, RunRow, StoreError, StoredEvent,
+};
 
 use super::error::{corrupt, failed, sqlite_failed};
 use super::schema::open_reader;
@@ -528,7 +530,6 @@ pub(crate) fn due_approvals(
     Ok(due)
 }
 
-/// All grants, newest first.
 /// The columns of a grant, in the order [`grant_of`] reads them.
 const GRANT_COLUMNS: &str = "id, tool, condition, scope, uses_left, created_by, created_at, \
     approval_id, revoked_by, revoked_at";
@@ -576,31 +577,53 @@ fn grants_where(
     Ok(grants)
 }
 
-/// Every grant, newest first.
-pub(crate) fn grants(conn: &Connection) -> Result<Vec<Grant>, StoreError> {
-    grants_where(
-        conn,
-        &format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY created_at DESC, id DESC"),
-        [],
-        &|| "cannot list grants".to_owned(),
-    )
-}
-
-/// The grants that may cover calls at `now`, newest first: the rows of
-/// the partial index `grants_live` (not revoked, not used up) that have
-/// not ended.
-pub(crate) fn live_grants(conn: &Connection, now: i64) -> Result<Vec<Grant>, StoreError> {
-    grants_where(
-        conn,
-        &format!(
-            "SELECT {GRANT_COLUMNS} FROM grants INDEXED BY grants_live
-             WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
-                 AND (ends_at IS NULL OR ends_at > ?1)
-             ORDER BY created_at DESC, id DESC"
-        ),
-        [now],
-        &|| "cannot read the live grants".to_owned(),
-    )
+/// The grants of `query`, newest first. Live grants are read through the
+/// partial index `grants_live` (not revoked, not used up), which the
+/// query names so that it fails loudly rather than scan every grant ever
+/// made; the others through `grants_newest`, backwards from the page's
+/// start.
+pub(crate) fn grants(conn: &Connection, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
+    let what = || {
+        if query.live_at.is_some() {
+            "cannot read the live grants".to_owned()
+        } else {
+            "cannot list grants".to_owned()
+        }
+    };
+    let mut text = format!("SELECT {GRANT_COLUMNS} FROM grants");
+    let mut values: Vec<Value> = Vec::new();
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(now) = query.live_at {
+        text.push_str(" INDEXED BY grants_live");
+        values.push(Value::Integer(now));
+        conditions.push(format!(
+            "revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0) \
+             AND (ends_at IS NULL OR ends_at > ?{})",
+            values.len()
+        ));
+    }
+    if let Some(id) = &query.before {
+        // A grant's creation time never changes, so the page's start may
+        // be read on its own.
+        let created_at = grant(conn, id)?.created_at;
+        values.push(Value::Integer(created_at));
+        values.push(Value::Text(id.clone()));
+        conditions.push(format!(
+            "(created_at, id) < (?{}, ?{})",
+            values.len() - 1,
+            values.len()
+        ));
+    }
+    if !conditions.is_empty() {
+        text.push_str(" WHERE ");
+        text.push_str(&conditions.join(" AND "));
+    }
+    text.push_str(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = query.limit {
+        values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        text.push_str(&format!(" LIMIT ?{}", values.len()));
+    }
+    grants_where(conn, &text, params_from_iter(values), &what)
 }
 
 /// One grant.

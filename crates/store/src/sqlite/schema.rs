@@ -410,6 +410,7 @@ pub(crate) fn open_error(path: &Path, error: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toolgate_core::store::GrantQuery;
 
     #[test]
     fn every_migration_runs_on_an_empty_database() {
@@ -448,13 +449,13 @@ mod tests {
                 ("g-until".to_owned(), Some(5000))
             ]
         );
-        let live: Vec<String> = crate::sqlite::read::live_grants(&conn, 4_000)
+        let live: Vec<String> = crate::sqlite::read::grants(&conn, &GrantQuery::live(4_000))
             .unwrap()
             .into_iter()
             .map(|grant| grant.id)
             .collect();
         assert_eq!(live, ["g-run", "g-until"]);
-        let live: Vec<String> = crate::sqlite::read::live_grants(&conn, 5_000)
+        let live: Vec<String> = crate::sqlite::read::grants(&conn, &GrantQuery::live(5_000))
             .unwrap()
             .into_iter()
             .map(|grant| grant.id)
