@@ -252,7 +252,19 @@ pub async fn request_call_kept(
                 args: call.args.clone(),
             });
         }
-        match append_events(store, &mut run, events, Vec::new(), now).await {
+        // A read-only tool has no side effect to make at most once, so the
+        // record of its start need not be on disk before the call is made:
+        // it is committed without a sync of its own ([`Store::append_deferred`])
+        // and is on disk with the store's next sync, soon after. A crash of
+        // the process loses nothing; a power cut may lose the record of
+        // such a call made in the moment before it. Any other call's start
+        // is on disk before the call is made.
+        let appended = if started && request.hints.read_only == Some(true) {
+            append_events_deferred(store, &mut run, events, now).await
+        } else {
+            append_events(store, &mut run, events, Vec::new(), now).await
+        };
+        match appended {
             Ok(()) => {
                 let approval = run
                     .state

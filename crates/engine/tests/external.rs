@@ -2,14 +2,22 @@
 //! their clearance, a default timeout, grants left out on request, and
 //! what the agent reports of each call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use serde_json::{Map, json};
+use toolgate_core::audit::AuditEntry;
+use toolgate_core::grant::Grant;
 use toolgate_core::grant::{GrantRequest, GrantScope};
 use toolgate_core::policy::Policy;
 use toolgate_core::run::{ApprovalStatus, Event, Outcome};
-use toolgate_core::store::{ApprovalRow, Store};
+use toolgate_core::store::{
+    Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
+    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
+    StoredEvent, TokenRecord,
+};
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
     CallReport, CallRequest, DecideError, DecisionRequest, RequestError, decide, report_call,
@@ -135,6 +143,197 @@ async fn a_call_cleared_at_once_is_started_in_the_same_commit_and_its_end_report
             "the call of approval {} was already reported finished",
             detail.row.id
         )
+    );
+}
+
+/// A store that notes, for each append, whether it was deferred and the
+/// kinds of its events, and hands everything to a SQLite store.
+struct Recording {
+    inner: Arc<dyn Store>,
+    appends: Mutex<Vec<(bool, Vec<&'static str>)>>,
+}
+
+impl Recording {
+    fn note(&self, deferred: bool, append: &Append) {
+        let kinds = append.events.iter().map(Event::kind).collect();
+        self.appends.lock().unwrap().push((deferred, kinds));
+    }
+
+    fn take(&self) -> Vec<(bool, Vec<&'static str>)> {
+        std::mem::take(&mut *self.appends.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Store for Recording {
+    async fn append(&self, append: Append) -> Result<u64, StoreError> {
+        self.note(false, &append);
+        self.inner.append(append).await
+    }
+    async fn append_deferred(&self, append: Append) -> Result<u64, StoreError> {
+        self.note(true, &append);
+        self.inner.append_deferred(append).await
+    }
+    async fn load(&self, run_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.load(run_id).await
+    }
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRow>, StoreError> {
+        self.inner.runs(query).await
+    }
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.inner.approvals(query).await
+    }
+    async fn due_approvals(&self, now: i64, limit: usize) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.inner.due_approvals(now, limit).await
+    }
+    async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
+        self.inner.approval(id).await
+    }
+    async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
+        self.inner.grants(query).await
+    }
+    async fn use_grant(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.use_grant(id).await
+    }
+    async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_grant(id, by, at).await
+    }
+    async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(after, limit).await
+    }
+    async fn public_key(&self) -> Result<[u8; 32], StoreError> {
+        self.inner.public_key().await
+    }
+    async fn audit_head(&self) -> Result<u64, StoreError> {
+        self.inner.audit_head().await
+    }
+    async fn lease_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Lease, StoreError> {
+        self.inner.lease_run(run_id, owner, until, now).await
+    }
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_run(run_id, owner).await
+    }
+    async fn claim_ready_runs(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.claim_ready_runs(owner, until, now, limit).await
+    }
+    async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError> {
+        self.inner.approval_count(status).await
+    }
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.create_token(token).await
+    }
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_by_hash(hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at).await
+    }
+    async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {
+        self.inner.webhook_cursor(webhook, start).await
+    }
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        through: u64,
+        deliveries: &[NewDelivery],
+    ) -> Result<usize, StoreError> {
+        self.inner
+            .enqueue_deliveries(webhook, through, deliveries)
+            .await
+    }
+    async fn claim_deliveries(&self, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.claim_deliveries(claim).await
+    }
+    async fn record_attempt(
+        &self,
+        id: &str,
+        claimer: &str,
+        attempt: &DeliveryAttempt,
+        next: DeliveryNext,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_attempt(id, claimer, attempt, next).await
+    }
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.deliveries(query).await
+    }
+}
+
+/// A read-only call cleared at once is recorded as started without a sync
+/// of its own (it has no side effect to make at most once); any other
+/// call's start is on disk before the agent is told to make it, whether
+/// policy cleared it at once or a person approved it.
+#[tokio::test]
+async fn only_a_read_only_call_is_recorded_as_started_without_its_own_sync() {
+    let (inner, _dir) = store();
+    let store = Recording {
+        inner,
+        appends: Mutex::new(Vec::new()),
+    };
+    let started = [
+        "call_requested",
+        "gate_verdict",
+        "approval_requested",
+        "tool_started",
+    ];
+    let allow_all = Policy::from_toml_str(
+        "[[policy.rules]]\ntool = \"*\"\naction = \"allow\"\n",
+        "test",
+    )
+    .unwrap();
+
+    let mut read = request("files:read_file", read_only());
+    read.start = true;
+    let kept = request_call_kept(&store, &Policy::default(), &agent(), read, NOW)
+        .await
+        .unwrap();
+    assert_eq!(kept.detail().row.status, ApprovalStatus::Approved);
+    assert_eq!(store.take(), [(true, started.to_vec())]);
+    assert_eq!(
+        kinds(&store.load("session-1").await.unwrap()),
+        started,
+        "committed all the same: the store has it"
+    );
+
+    // A tool that may write, allowed by a rule: synced first.
+    let mut write = request("files:write_file", ToolHints::default());
+    write.start = true;
+    let kept = request_call_kept(&store, &allow_all, &agent(), write, NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(kept.detail().row.status, ApprovalStatus::Approved);
+    assert_eq!(store.take(), [(false, started.to_vec())]);
+
+    // Read-only, but not recorded as started (the agent reports it): the
+    // request alone, synced.
+    let asked = request_call_kept(
+        &store,
+        &Policy::default(),
+        &agent(),
+        request("files:read_file", read_only()),
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(asked.detail().row.status, ApprovalStatus::Approved);
+    assert_eq!(
+        store.take(),
+        [(false, started[..3].to_vec())],
+        "nothing started, nothing deferred"
     );
 }
 
