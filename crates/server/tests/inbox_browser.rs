@@ -422,6 +422,35 @@ async fn on_a_phone_the_inbox_fits_and_works() {
     assert_eq!(answer["status"], "approved");
     assert_fits(&browser, "the decided approval").await;
     browser.screenshot("phone-approved").await;
+
+    // A grant, made with a decision over the API, on the grants page: live
+    // by default, with the filters to see all.
+    let mut covered = send_email("ann@gmail.com");
+    covered["run_id"] = json!("agent-run-grants");
+    let asked = server.ask(&bot, covered).await;
+    let (status, answer) = server
+        .post(
+            &format!("/v1/approvals/{}/decision", asked["id"].as_str().unwrap()),
+            &alice,
+            json!({"decision": "approve", "grant": "run"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    browser.goto(&server.url("/inbox/grants")).await;
+    let shown = browser.find("li.item .badge").await.text().await;
+    assert_eq!(
+        shown.to_lowercase(),
+        "live",
+        "as the badge shows it: {shown}"
+    );
+    let current = browser
+        .find("nav.filters a[aria-current=page]")
+        .await
+        .text()
+        .await;
+    assert_eq!(current, "Live");
+    assert_fits(&browser, "the grants").await;
+    browser.screenshot("phone-grants").await;
     drop(browser);
     server.stop().await;
 }
