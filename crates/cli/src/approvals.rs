@@ -1089,6 +1089,9 @@ pub(crate) fn not_found(what: &str, id: &str) -> anyhow::Error {
         "run" => "`toolgate runs list --status all` lists them",
         "grant" => "`toolgate grants list --all` lists them",
         "token" => "`toolgate tokens list` lists them",
+        "webhook delivery" => {
+            "`toolgate webhooks deliveries --status failed` lists the failed ones"
+        }
         _ => "check the id",
     };
     anyhow::anyhow!("there is no {what} `{id}`; {listing}")

@@ -1,5 +1,6 @@
 //! `toolgate webhooks deliveries`: what the approval server sent to its
-//! webhooks, and how each delivery went.
+//! webhooks, and how each delivery went; `toolgate webhooks redeliver`:
+//! send failed deliveries again.
 //!
 //! `--json` prints an array of `{"id", "webhook", "type", "status",
 //! "created_at", "next_attempt_at", "audit_seq", "payload", "attempts"}`,
@@ -11,7 +12,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
-use toolgate::store::{Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus};
+use toolgate::store::{Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, StoreError};
+
+use crate::approvals::not_found;
 
 use crate::context::{StoreArgs, now};
 use crate::exit;
@@ -22,6 +25,19 @@ use crate::table::{Style, Table, column, one_line, out, outln, print_json};
 pub(crate) enum WebhooksCommand {
     /// List webhook deliveries, newest first, with their attempts.
     Deliveries(DeliveriesArgs),
+    /// Send failed deliveries again: each is pending once more, due now,
+    /// and `toolgate serve` sends it at its next look at the outbox (it is
+    /// retried on failure while it has had fewer than the webhook's
+    /// `max_attempts`).
+    Redeliver(RedeliverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RedeliverArgs {
+    /// The ids of the deliveries (`toolgate webhooks deliveries --status
+    /// failed` lists them).
+    #[arg(required = true, value_name = "ID")]
+    ids: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +61,7 @@ fn parse_status(text: &str) -> Result<DeliveryStatus, String> {
 pub(crate) async fn run(command: WebhooksCommand, store: &StoreArgs) -> anyhow::Result<ExitCode> {
     match command {
         WebhooksCommand::Deliveries(args) => deliveries(args, store).await,
+        WebhooksCommand::Redeliver(args) => redeliver(args, store).await,
     }
 }
 
@@ -161,4 +178,32 @@ async fn deliveries(args: DeliveriesArgs, store_args: &StoreArgs) -> anyhow::Res
     }
     out(&table.render(&style))?;
     Ok(exit::code(exit::SUCCESS))
+}
+
+async fn redeliver(args: RedeliverArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = store_args.open_store().await?;
+    let mut failed = false;
+    for id in &args.ids {
+        match store.redeliver(id, now()).await {
+            Ok(DeliveryStatus::Failed) => outln(&format!(
+                "Delivery {id} will be sent again: `toolgate serve` sends it at its next look \
+                 at the outbox."
+            ))?,
+            Ok(DeliveryStatus::Pending) => outln(&format!(
+                "Delivery {id} is pending already (`toolgate serve` is still trying it); \
+                 nothing to do."
+            ))?,
+            Ok(DeliveryStatus::Delivered) => {
+                outln(&format!("Delivery {id} was delivered; nothing to do."))?
+            }
+            Err(StoreError::NotFound { what, id }) => {
+                eprintln!("error: {}", not_found(what, &id));
+                failed = true;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot send delivery {id} again"));
+            }
+        }
+    }
+    Ok(exit::code(if failed { exit::ERROR } else { exit::SUCCESS }))
 }

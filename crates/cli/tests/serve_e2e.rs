@@ -590,10 +590,24 @@ fn serve_refuses_bad_webhooks_saying_what_to_write() {
 /// A receiver on a loopback port, on a thread of its own, that answers
 /// 200 and counts what it gets.
 fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (url, count, _) = receiver_answering(200);
+    (url, count)
+}
+
+/// A receiver that answers with the status in the atomic it hands back
+/// (first `status`), and counts what it gets.
+fn receiver_answering(
+    status: u16,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicU16>,
+) {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
     let count = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&count);
+    let answer = Arc::new(AtomicU16::new(status));
+    let (counted, answering) = (Arc::clone(&count), Arc::clone(&answer));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -607,14 +621,20 @@ fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
                 "/hook",
                 axum::routing::post(move || {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    async { "ok" }
+                    let status = answering.load(Ordering::SeqCst);
+                    async move {
+                        (
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            "answered",
+                        )
+                    }
                 }),
             );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (url, count)
+    (url, count, answer)
 }
 
 #[test]
@@ -673,6 +693,82 @@ fn webhooks_deliveries_lists_what_serve_sent() {
     assert_eq!(text(&output.stdout).trim(), "[]");
     let output = env.run(&["webhooks", "deliveries", "--status", "lost"]);
     assert_eq!(output.status.code(), Some(2));
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest}");
+}
+
+/// A delivery the receiver refused is sent again on `webhooks redeliver`,
+/// by the running server, and its attempts are numbered on.
+#[test]
+fn webhooks_redeliver_sends_a_failed_delivery_again() {
+    use std::sync::atomic::Ordering;
+    let env = Env::new();
+    let (url, count, answer) = receiver_answering(410);
+    let bot = env.token("bot", "agent");
+    let config = format!(
+        "[[webhooks]]\nurl = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval.requested\"]\n"
+    );
+    let server = env.serve_with(&config, &[("HOOK_SECRET", "s3cret")]);
+    let (status, _) = http(
+        "POST",
+        &format!("{}/v1/approvals", server.base),
+        &bot,
+        Some(json!({"tool": "send_email", "args": {"to": "sally@gmail.com"}})),
+    );
+    assert_eq!(status, 201);
+    let wait_for = |status: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = env.run(&["webhooks", "deliveries", "--json"]);
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+            if listed[0]["status"] == status {
+                return listed[0].clone();
+            }
+            assert!(Instant::now() < deadline, "never {status}: {listed}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // 410 Gone is not worth retrying: failed after one attempt.
+    let failed = wait_for("failed");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["attempts"][0]["status_code"], 410);
+    let id = failed["id"].as_str().unwrap().to_owned();
+
+    answer.store(200, Ordering::SeqCst);
+    let output = env.run(&["webhooks", "redeliver", &id]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "Delivery {id} will be sent again: `toolgate serve` sends it at its next look at \
+             the outbox.\n"
+        )
+    );
+    let delivered = wait_for("delivered");
+    let attempts = delivered["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{delivered}");
+    assert_eq!(attempts[1]["attempt"], 2);
+    assert_eq!(attempts[1]["status_code"], 200);
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+
+    // Delivered: nothing to do. Unknown: an error that says where to look,
+    // after the known ones are done.
+    let output = env.run(&["webhooks", "redeliver", &id, "d-nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stdout),
+        format!("Delivery {id} was delivered; nothing to do.\n")
+    );
+    assert_eq!(
+        text(&output.stderr),
+        "error: there is no webhook delivery `d-nope`; `toolgate webhooks deliveries \
+         --status failed` lists the failed ones\n"
+    );
+    let output = env.run(&["webhooks", "redeliver"]);
+    assert_eq!(output.status.code(), Some(2), "an id is needed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count.load(Ordering::SeqCst), 2, "sent once more, not again");
     let (status, rest) = server.stop();
     assert!(status.success(), "{rest}");
 }

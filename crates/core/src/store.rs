@@ -631,4 +631,10 @@ pub trait Store: Send + Sync {
 
     /// Deliveries, newest first, with their attempts.
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Makes a failed delivery pending again, due at `now`, its attempts
+    /// kept: the next claim sends it again. Answers the status the delivery
+    /// had; only a failed one is changed. [`StoreError::NotFound`] for an
+    /// unknown id.
+    async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError>;
 }

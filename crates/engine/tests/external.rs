@@ -15,8 +15,8 @@ use toolgate_core::policy::Policy;
 use toolgate_core::run::{ApprovalStatus, Event, Outcome};
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
-    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
-    StoredEvent, TokenRecord,
+    DeliveryQuery, DeliveryStatus, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store,
+    StoreError, StoredEvent, TokenRecord,
 };
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
@@ -270,6 +270,9 @@ impl Store for Recording {
     }
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         self.inner.deliveries(query).await
+    }
+    async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError> {
+        self.inner.redeliver(id, now).await
     }
 }
 

@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             ready_runs_are_claimed_once,
             webhook_deliveries_are_queued_once_per_event,
             webhook_deliveries_are_claimed_leased_and_recorded,
+            failed_deliveries_can_be_sent_again,
             concurrent_claims_never_share_a_delivery,
         );
     };
@@ -1640,6 +1641,107 @@ pub async fn webhook_deliveries_are_claimed_leased_and_recorded(store: Arc<dyn S
         })
         .await);
     assert_eq!(ids(&failed), ["d-2"]);
+}
+
+/// A failed delivery is made pending again, due at once, with its attempts
+/// kept; pending and delivered ones are left as they are.
+pub async fn failed_deliveries_can_be_sent_again(store: Arc<dyn Store>) {
+    let hook = "http://127.0.0.1:9/a";
+    ok(store
+        .enqueue_deliveries(
+            hook,
+            2,
+            &[
+                new_delivery("d-1", "k1", 1, 100),
+                new_delivery("d-2", "k2", 2, 100),
+            ],
+        )
+        .await);
+    let claim = |claimer: &str, now: i64| DeliveryClaim {
+        claimer: claimer.to_owned(),
+        webhooks: vec![hook.to_owned()],
+        now,
+        lease_until: now + 1_000,
+        limit: 10,
+    };
+    assert_eq!(
+        ok(store.claim_deliveries(&claim("one", 1_000)).await).len(),
+        2
+    );
+    let refused = DeliveryAttempt {
+        attempt: 1,
+        at: 1_100,
+        duration_ms: 12,
+        status_code: Some(410),
+        error: Some("HTTP 410".to_owned()),
+    };
+    assert!(ok(store
+        .record_attempt("d-1", "one", &refused, DeliveryNext::Failed)
+        .await));
+    let delivered = DeliveryAttempt {
+        status_code: Some(204),
+        error: None,
+        ..refused.clone()
+    };
+    assert!(ok(store
+        .record_attempt("d-2", "one", &delivered, DeliveryNext::Delivered)
+        .await));
+
+    assert_eq!(
+        ok(store.redeliver("d-1", 5_000).await),
+        DeliveryStatus::Failed,
+        "answers the status it had"
+    );
+    assert!(
+        ok(store.claim_deliveries(&claim("two", 4_999)).await).is_empty(),
+        "due at the time of the redelivery, not before"
+    );
+    let again = ok(store.claim_deliveries(&claim("two", 5_000)).await);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, "d-1");
+    assert_eq!(again[0].status, DeliveryStatus::Pending);
+    assert_eq!(again[0].next_attempt_at, 5_000);
+    assert_eq!(
+        again[0].attempts,
+        vec![refused.clone()],
+        "its attempts are kept"
+    );
+    let second = DeliveryAttempt {
+        attempt: 2,
+        at: 5_100,
+        ..delivered.clone()
+    };
+    assert!(
+        ok(store
+            .record_attempt("d-1", "two", &second, DeliveryNext::Delivered)
+            .await),
+        "the new claimer records the next attempt"
+    );
+
+    assert_eq!(
+        ok(store.redeliver("d-2", 6_000).await),
+        DeliveryStatus::Delivered
+    );
+    assert_eq!(
+        ok(store.redeliver("d-1", 6_000).await),
+        DeliveryStatus::Delivered,
+        "delivered now"
+    );
+    let listed = ok(store.deliveries(&DeliveryQuery::default()).await);
+    assert!(
+        listed.iter().all(|d| d.status == DeliveryStatus::Delivered),
+        "a delivered delivery is not sent again: {listed:?}"
+    );
+    assert_eq!(
+        listed.iter().find(|d| d.id == "d-1").unwrap().attempts,
+        vec![refused, second],
+        "attempts numbered on from before the redelivery"
+    );
+    assert_not_found(
+        store.redeliver("d-nope", 6_000).await,
+        "webhook delivery",
+        "d-nope",
+    );
 }
 
 /// Four claimers at once, over and over until the outbox is empty: every

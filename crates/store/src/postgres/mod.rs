@@ -30,8 +30,8 @@ use toolgate_core::grant::{Grant, Revocation};
 use toolgate_core::run::{ApprovalStatus, Event};
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
-    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
-    StoredEvent, TokenRecord,
+    DeliveryQuery, DeliveryStatus, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store,
+    StoreError, StoredEvent, TokenRecord,
 };
 use toolgate_core::{Principal, Role};
 
@@ -1118,6 +1118,10 @@ impl Store for PgStore {
 
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         self.outbox_list(query).await
+    }
+
+    async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError> {
+        self.outbox_redeliver(id, now).await
     }
 }
 

@@ -193,6 +193,48 @@ impl PgStore {
         Ok(true)
     }
 
+    pub(super) async fn outbox_redeliver(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<DeliveryStatus, StoreError> {
+        let what = || format!("cannot send delivery {id} again");
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        // Locked, so that a claim or an attempt in another process cannot
+        // change it between the look and the change.
+        let row = tx
+            .query_opt(
+                "SELECT status FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .map_err(sql)?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "webhook delivery",
+                id: id.to_owned(),
+            })?;
+        let text: &str = get(&row, 0, &|| format!("webhook delivery {id}"))?;
+        let status = DeliveryStatus::parse(text).ok_or_else(|| {
+            corrupt(format!(
+                "webhook delivery {id} has the unknown status {text}"
+            ))
+        })?;
+        if status == DeliveryStatus::Failed {
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2,
+                     claimed_by = NULL, lease_until = NULL
+                 WHERE id = $1",
+                &[&id, &now],
+            )
+            .await
+            .map_err(sql)?;
+        }
+        tx.commit().await.map_err(sql)?;
+        Ok(status)
+    }
+
     pub(super) async fn outbox_list(
         &self,
         query: &DeliveryQuery,

@@ -28,8 +28,8 @@ use toolgate_core::grant::Grant;
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{
     Append, ApprovalQuery, ApprovalRow, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryNext,
-    DeliveryQuery, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store, StoreError,
-    StoredEvent, TokenRecord,
+    DeliveryQuery, DeliveryStatus, GrantQuery, Lease, NewDelivery, RunQuery, RunRow, Store,
+    StoreError, StoredEvent, TokenRecord,
 };
 
 use self::read::Readers;
@@ -369,6 +369,12 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.readers
             .run(move |conn| outbox::list(conn, &query))
+            .await
+    }
+
+    async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError> {
+        let id = id.to_owned();
+        self.plain(move |conn| outbox::redeliver(conn, &id, now))
             .await
     }
 }

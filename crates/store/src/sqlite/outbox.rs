@@ -23,6 +23,16 @@ fn code(status: DeliveryStatus) -> i64 {
     }
 }
 
+/// The status of a stored code; `None` for a code toolgate does not write.
+fn status_of(code: i64) -> Option<DeliveryStatus> {
+    match code {
+        PENDING => Some(DeliveryStatus::Pending),
+        DELIVERED => Some(DeliveryStatus::Delivered),
+        FAILED => Some(DeliveryStatus::Failed),
+        _ => None,
+    }
+}
+
 const COLUMNS: &str = "rid, id, webhook, event_key, event_type, audit_seq, payload, status, \
                        created_at, next_attempt_at";
 
@@ -189,6 +199,41 @@ pub(crate) fn record(
     Ok(true)
 }
 
+/// [`toolgate_core::store::Store::redeliver`], on the writer.
+pub(crate) fn redeliver(
+    conn: &Connection,
+    id: &str,
+    now: i64,
+) -> Result<DeliveryStatus, StoreError> {
+    let sql =
+        |error: rusqlite::Error| sqlite_failed(format!("cannot send delivery {id} again"), &error);
+    let status: Option<i64> = conn
+        .prepare_cached("SELECT status FROM webhook_deliveries WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
+        .map_err(sql)?;
+    let Some(status) = status else {
+        return Err(StoreError::NotFound {
+            what: "webhook delivery",
+            id: id.to_owned(),
+        });
+    };
+    let status = status_of(status).ok_or_else(|| {
+        corrupt(format!(
+            "webhook delivery {id} has the unknown status {status}"
+        ))
+    })?;
+    if status == DeliveryStatus::Failed {
+        conn.prepare_cached(
+            "UPDATE webhook_deliveries SET status = ?2, next_attempt_at = ?3,
+                 claimed_by = NULL, lease_until = NULL
+             WHERE id = ?1",
+        )
+        .and_then(|mut statement| statement.execute(params![id, PENDING, now]))
+        .map_err(sql)?;
+    }
+    Ok(status)
+}
+
 /// Deliveries, newest first (on a read connection).
 pub(crate) fn list(conn: &Connection, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
     let sql = |error: rusqlite::Error| sqlite_failed("cannot list webhook deliveries", &error);
@@ -235,16 +280,11 @@ fn delivery(row: &Row<'_>) -> Result<(i64, Delivery), StoreError> {
             event_type: row.get(4).map_err(column)?,
             audit_seq: audit_seq as u64,
             payload: row.get(6).map_err(column)?,
-            status: match status {
-                PENDING => DeliveryStatus::Pending,
-                DELIVERED => DeliveryStatus::Delivered,
-                FAILED => DeliveryStatus::Failed,
-                other => {
-                    return Err(corrupt(format!(
-                        "a webhook delivery has the unknown status {other}"
-                    )));
-                }
-            },
+            status: status_of(status).ok_or_else(|| {
+                corrupt(format!(
+                    "a webhook delivery has the unknown status {status}"
+                ))
+            })?,
             created_at: row.get(8).map_err(column)?,
             next_attempt_at: row.get(9).map_err(column)?,
             attempts: Vec::new(),
