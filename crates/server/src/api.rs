@@ -24,7 +24,7 @@ use crate::problem::Problem;
 use crate::state::AppState;
 use crate::wire::{
     Approval, ApprovalDetailBody, ApprovalPage, CreateApproval, DecisionAnswer, DecisionBody,
-    DecisionKind, DeliveryList, DeliveryView, GrantBody, GrantList, GrantView, Me,
+    DecisionKind, DeliveryList, DeliveryView, GrantBody, GrantList, GrantView, Me, Redelivery,
 };
 
 /// The most approvals one page lists.
@@ -656,13 +656,7 @@ pub(crate) async fn list_deliveries(
     caller: Caller,
     Params(params): Params<DeliveryParams>,
 ) -> Result<axum::Json<DeliveryList>, Problem> {
-    if caller.principal().role != Role::Admin {
-        return Err(Problem::forbidden(format!(
-            "{} is not an admin; only admins see webhook deliveries (their payloads hold every \
-             approval): use an admin's token",
-            caller.name()
-        )));
-    }
+    require_admin(&caller, "see webhook deliveries")?;
     let status = match params.status.as_deref().map(str::trim) {
         None | Some("" | "all") => None,
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
@@ -679,4 +673,63 @@ pub(crate) async fn list_deliveries(
     Ok(axum::Json(DeliveryList {
         deliveries: deliveries.iter().map(DeliveryView::from).collect(),
     }))
+}
+
+/// Refuses a caller who is not an admin: only admins `what` (webhook
+/// payloads hold every approval).
+fn require_admin(caller: &Caller, what: &str) -> Result<(), Problem> {
+    if caller.principal().role == Role::Admin {
+        return Ok(());
+    }
+    Err(Problem::forbidden(format!(
+        "{} is not an admin; only admins {what} (their payloads hold every approval): use an \
+         admin's token",
+        caller.name()
+    )))
+}
+
+/// Send a failed webhook delivery again: it is pending once more, due now,
+/// with its attempts kept, and a server sends it at its next look at the
+/// outbox (retrying on failure while it has had fewer than the webhook's
+/// `max_attempts`).
+#[utoipa::path(
+    post, path = "/v1/webhooks/deliveries/{id}/redeliver", tag = "webhooks",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 202, description = "Pending again", body = Redelivery),
+        (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
+        (status = 403, description = "Only admins send deliveries again", body = crate::problem::ProblemDocument),
+        (status = 404, description = "No such delivery", body = crate::problem::ProblemDocument),
+        (status = 409, description = "The delivery did not fail: it is pending or delivered", body = crate::problem::ProblemDocument),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn redeliver(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+) -> Result<(StatusCode, axum::Json<Redelivery>), Problem> {
+    require_admin(&caller, "send webhook deliveries again")?;
+    match state.store.redeliver(&id, state.now()).await {
+        Ok(DeliveryStatus::Failed) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(Redelivery {
+                id,
+                status: DeliveryStatus::Pending.as_str(),
+            }),
+        )),
+        Ok(DeliveryStatus::Pending) => Err(Problem::conflict(
+            "not-failed",
+            format!("delivery {id} is pending already: the server is still trying it"),
+        )),
+        Ok(DeliveryStatus::Delivered) => Err(Problem::conflict(
+            "not-failed",
+            format!("delivery {id} was delivered; only failed deliveries are sent again"),
+        )),
+        Err(StoreError::NotFound { .. }) => Err(Problem::not_found(format!(
+            "there is no webhook delivery `{id}`; GET /v1/webhooks/deliveries?status=failed \
+             lists the failed ones"
+        ))),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -92,6 +92,10 @@ impl Server {
             .route("/v1/events", get(events::events))
             .route("/v1/me", get(api::me))
             .route("/v1/webhooks/deliveries", get(api::list_deliveries))
+            .route(
+                "/v1/webhooks/deliveries/{id}/redeliver",
+                post(api::redeliver),
+            )
             .route("/v1/openapi.json", get(openapi_document))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))

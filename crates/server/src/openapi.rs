@@ -25,6 +25,7 @@ use crate::{api, events, problem, wire};
         api::revoke_grant,
         api::me,
         api::list_deliveries,
+        api::redeliver,
         events::events,
     ),
     components(schemas(
@@ -47,6 +48,7 @@ use crate::{api, events, problem, wire};
         wire::AttemptView,
         wire::DeliveryView,
         wire::DeliveryList,
+        wire::Redelivery,
     )),
     modifiers(&BearerToken),
     tags(

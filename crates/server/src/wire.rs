@@ -517,6 +517,15 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
+/// A delivery made pending again.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct Redelivery {
+    /// The delivery's id.
+    pub(crate) id: String,
+    /// `pending`.
+    pub(crate) status: &'static str,
+}
+
 /// Webhook deliveries, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub(crate) struct DeliveryList {

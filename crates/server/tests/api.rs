@@ -561,6 +561,8 @@ async fn every_endpoint_refuses_a_missing_or_bad_token() {
         (Method::DELETE, "/v1/grants/x"),
         (Method::GET, "/v1/events"),
         (Method::GET, "/v1/me"),
+        (Method::GET, "/v1/webhooks/deliveries"),
+        (Method::POST, "/v1/webhooks/deliveries/x/redeliver"),
     ];
     let revoked = {
         let secret = server.token("gone", Role::Admin, &[]).await;
@@ -841,6 +843,8 @@ async fn health_metrics_and_the_openapi_document() {
         ("/v1/grants", "get"),
         ("/v1/grants/{id}", "delete"),
         ("/v1/events", "get"),
+        ("/v1/webhooks/deliveries", "get"),
+        ("/v1/webhooks/deliveries/{id}/redeliver", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),

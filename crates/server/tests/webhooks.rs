@@ -331,6 +331,38 @@ async fn events_arrive_signed_for_api_decisions_and_engine_runs() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = server.get("/v1/webhooks/deliveries", &alice).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Only failed deliveries are sent again, and only by admins.
+    let id = listed[0]["id"].as_str().unwrap();
+    let path = format!("/v1/webhooks/deliveries/{id}/redeliver");
+    let (status, problem) = server.post(&path, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["type"], "urn:toolgate:problem:not-failed");
+    assert_eq!(
+        problem["detail"],
+        format!("delivery {id} was delivered; only failed deliveries are sent again")
+    );
+    let (status, problem) = server.post(&path, &alice, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only admins send webhook deliveries again")
+    );
+    let (status, problem) = server
+        .post(
+            "/v1/webhooks/deliveries/d-nope/redeliver",
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("there is no webhook delivery `d-nope`")
+    );
     let metrics = server
         .client
         .get(server.url("/metrics"))
@@ -439,6 +471,27 @@ async fn a_receiver_that_is_down_is_retried_then_given_up_with_every_attempt_log
         );
     }
     assert!(delivery.attempts.windows(2).all(|w| w[0].at <= w[1].at));
+
+    // Sent again on an admin's word: one more attempt (it has had its 3),
+    // numbered on, then failed again as the receiver is still down.
+    let admin = server.token("root", Role::Admin, &[]).await;
+    let path = format!("/v1/webhooks/deliveries/{}/redeliver", delivery.id);
+    let (status, answer) = server.post(&path, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer, json!({"id": delivery.id, "status": "pending"}));
+    let again = wait_until("a fourth attempt", || async {
+        let deliveries = server
+            .store
+            .deliveries(&DeliveryQuery::default())
+            .await
+            .unwrap();
+        let delivery = deliveries.into_iter().next().unwrap();
+        (delivery.status == DeliveryStatus::Failed && delivery.attempts.len() == 4)
+            .then_some(delivery)
+    })
+    .await;
+    assert_eq!(again.attempts[3].attempt, 4);
+    assert_eq!(again.attempts[..3], delivery.attempts[..]);
     server.stop().await;
 }
 
