@@ -1,6 +1,7 @@
 //! `toolgate webhooks deliveries`: what the approval server sent to its
 //! webhooks, and how each delivery went; `toolgate webhooks redeliver`:
-//! send failed deliveries again.
+//! send failed deliveries again; `toolgate webhooks prune`: delete old
+//! settled ones.
 //!
 //! `--json` prints an array of `{"id", "webhook", "type", "status",
 //! "created_at", "next_attempt_at", "audit_seq", "payload", "attempts"}`,
@@ -30,6 +31,16 @@ pub(crate) enum WebhooksCommand {
     /// retried on failure while it has had fewer than the webhook's
     /// `max_attempts`).
     Redeliver(RedeliverArgs),
+    /// Delete the settled deliveries (delivered or failed) older than a
+    /// time, with their attempts; pending ones stay.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PruneArgs {
+    /// Only deliveries made longer ago than this (`30d`, `12h`, …).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    older_than: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +73,7 @@ pub(crate) async fn run(command: WebhooksCommand, store: &StoreArgs) -> anyhow::
     match command {
         WebhooksCommand::Deliveries(args) => deliveries(args, store).await,
         WebhooksCommand::Redeliver(args) => redeliver(args, store).await,
+        WebhooksCommand::Prune(args) => prune(args, store).await,
     }
 }
 
@@ -206,4 +218,21 @@ async fn redeliver(args: RedeliverArgs, store_args: &StoreArgs) -> anyhow::Resul
         }
     }
     Ok(exit::code(if failed { exit::ERROR } else { exit::SUCCESS }))
+}
+
+async fn prune(args: PruneArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = store_args.open_store().await?;
+    let age = i64::try_from(args.older_than.as_millis()).unwrap_or(i64::MAX);
+    let before = now().saturating_sub(age);
+    let deleted = store
+        .prune_deliveries(before)
+        .await
+        .context("cannot prune the webhook deliveries")?;
+    let plural = if deleted == 1 { "y" } else { "ies" };
+    outln(&format!(
+        "Deleted {deleted} settled deliver{plural} made before {}, with their attempts; \
+         pending ones stay.",
+        toolgate::time::format_millis(before)
+    ))?;
+    Ok(exit::code(exit::SUCCESS))
 }

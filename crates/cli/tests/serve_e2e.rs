@@ -693,6 +693,33 @@ fn webhooks_deliveries_lists_what_serve_sent() {
     assert_eq!(text(&output.stdout).trim(), "[]");
     let output = env.run(&["webhooks", "deliveries", "--status", "lost"]);
     assert_eq!(output.status.code(), Some(2));
+
+    // Pruning keeps what is newer than asked, and deletes the rest.
+    let output = env.run(&["webhooks", "prune", "--older-than", "1h"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(
+        said.starts_with("Deleted 0 settled deliveries made before ")
+            && said.ends_with(", with their attempts; pending ones stay.\n"),
+        "{said}"
+    );
+    let output = env.run(&["webhooks", "prune", "--older-than", "0s"]);
+    assert!(
+        text(&output.stdout).starts_with("Deleted 1 settled delivery made before "),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = env.run(&["webhooks", "deliveries", "--json"]);
+    assert_eq!(text(&output.stdout).trim(), "[]");
+    let output = env.run(&["webhooks", "prune", "--older-than", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("invalid value 'soon' for '--older-than <DURATION>'"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = env.run(&["webhooks", "prune"]);
+    assert_eq!(output.status.code(), Some(2), "--older-than is needed");
     let (status, rest) = server.stop();
     assert!(status.success(), "{rest}");
 }

@@ -637,4 +637,11 @@ pub trait Store: Send + Sync {
     /// had; only a failed one is changed. [`StoreError::NotFound`] for an
     /// unknown id.
     async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError>;
+
+    /// Deletes the settled deliveries (delivered or failed) made before
+    /// `before` (Unix milliseconds), with their attempts; pending ones
+    /// stay. Answers how many were deleted. An event is never queued again
+    /// for a webhook once its delivery is gone: a webhook's cursor is past
+    /// it.
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError>;
 }

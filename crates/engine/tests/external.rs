@@ -274,6 +274,9 @@ impl Store for Recording {
     async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError> {
         self.inner.redeliver(id, now).await
     }
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        self.inner.prune_deliveries(before).await
+    }
 }
 
 /// A read-only call cleared at once is recorded as started without a sync

@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             webhook_deliveries_are_queued_once_per_event,
             webhook_deliveries_are_claimed_leased_and_recorded,
             failed_deliveries_can_be_sent_again,
+            settled_deliveries_are_pruned_by_age,
             concurrent_claims_never_share_a_delivery,
         );
     };
@@ -1741,6 +1742,75 @@ pub async fn failed_deliveries_can_be_sent_again(store: Arc<dyn Store>) {
         store.redeliver("d-nope", 6_000).await,
         "webhook delivery",
         "d-nope",
+    );
+}
+
+/// Pruning deletes the settled deliveries made before a time, with their
+/// attempts, and keeps pending ones and newer ones.
+pub async fn settled_deliveries_are_pruned_by_age(store: Arc<dyn Store>) {
+    let hook = "http://127.0.0.1:9/a";
+    ok(store
+        .enqueue_deliveries(
+            hook,
+            4,
+            &[
+                new_delivery("d-1", "k1", 1, 100),
+                new_delivery("d-2", "k2", 2, 200),
+                new_delivery("d-3", "k3", 3, 300),
+                new_delivery("d-4", "k4", 4, 400),
+            ],
+        )
+        .await);
+    let claim = DeliveryClaim {
+        claimer: "one".to_owned(),
+        webhooks: vec![hook.to_owned()],
+        now: 1_000,
+        lease_until: 2_000,
+        limit: 10,
+    };
+    assert_eq!(ok(store.claim_deliveries(&claim).await).len(), 4);
+    let attempt = DeliveryAttempt {
+        attempt: 1,
+        at: 1_100,
+        duration_ms: 3,
+        status_code: Some(200),
+        error: None,
+    };
+    // d-1 delivered, d-2 failed, d-3 still pending (a retry), d-4 delivered.
+    for (id, next) in [
+        ("d-1", DeliveryNext::Delivered),
+        ("d-2", DeliveryNext::Failed),
+        ("d-3", DeliveryNext::RetryAt(9_000)),
+        ("d-4", DeliveryNext::Delivered),
+    ] {
+        assert!(ok(store.record_attempt(id, "one", &attempt, next).await));
+    }
+
+    assert_eq!(
+        ok(store.prune_deliveries(100).await),
+        0,
+        "none made before 100"
+    );
+    assert_eq!(
+        ok(store.prune_deliveries(400).await),
+        2,
+        "d-1 and d-2; d-3 is pending, d-4 is not older"
+    );
+    let left = ok(store.deliveries(&DeliveryQuery::default()).await);
+    let ids: Vec<&str> = left.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d-4", "d-3"]);
+    assert!(left.iter().all(|d| d.attempts.len() == 1), "{left:?}");
+    assert_eq!(
+        ok(store.prune_deliveries(400).await),
+        0,
+        "nothing left to prune"
+    );
+    // The webhook's cursor is past the pruned events: none is queued again.
+    assert_eq!(ok(store.webhook_cursor(hook, 0).await), 4);
+    assert_eq!(ok(store.prune_deliveries(i64::MAX).await), 1, "d-4");
+    assert_eq!(
+        ok(store.deliveries(&DeliveryQuery::default()).await).len(),
+        1
     );
 }
 

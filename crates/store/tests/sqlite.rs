@@ -671,3 +671,48 @@ async fn a_deferred_append_is_synced_by_the_next_durable_commit_or_by_the_writer
     );
     assert_eq!(verify(&store).await, Ok(5));
 }
+
+/// A prune of a long delivery log deletes it a chunk per transaction, and
+/// all of it.
+#[tokio::test]
+async fn a_long_delivery_log_is_pruned_in_chunks() {
+    let (_dir, path, store) = fresh();
+    let deliveries: Vec<toolgate_core::store::NewDelivery> = (0..12_001)
+        .map(|n| toolgate_core::store::NewDelivery {
+            id: format!("d-{n}"),
+            event_key: format!("k{n}"),
+            event_type: "approval.requested".to_owned(),
+            audit_seq: n + 1,
+            payload: "{}".to_owned(),
+            created_at: 100,
+        })
+        .collect();
+    store
+        .enqueue_deliveries("http://127.0.0.1:9/a", 12_001, &deliveries)
+        .await
+        .unwrap();
+    // Settled behind the store's back: delivered, with one attempt each.
+    let other = Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "UPDATE webhook_deliveries SET status = 1, attempts = 1;
+             INSERT INTO webhook_attempts (delivery, attempt, at, duration_ms)
+                 SELECT rid, 1, 150, 3 FROM webhook_deliveries;",
+        )
+        .unwrap();
+    let before = store.writer_stats().transactions;
+    assert_eq!(store.prune_deliveries(200).await.unwrap(), 12_001);
+    assert_eq!(
+        store.writer_stats().transactions - before,
+        3,
+        "5,000 at a time"
+    );
+    let left: (i64, i64) = other
+        .query_row(
+            "SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM webhook_attempts)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(left, (0, 0));
+}

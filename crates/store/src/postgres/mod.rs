@@ -1123,6 +1123,10 @@ impl Store for PgStore {
     async fn redeliver(&self, id: &str, now: i64) -> Result<DeliveryStatus, StoreError> {
         self.outbox_redeliver(id, now).await
     }
+
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        self.outbox_prune(before).await
+    }
 }
 
 const TOKEN_COLUMNS: &str =

@@ -235,6 +235,36 @@ impl PgStore {
         Ok(status)
     }
 
+    pub(super) async fn outbox_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let what = || "cannot prune webhook deliveries".to_owned();
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
+        let client = self.client().await?;
+        // A chunk per transaction, so that no transaction holds many rows;
+        // rows another process holds are left for the next prune.
+        let statement = client
+            .prepare_cached(
+                "WITH gone AS (
+                     SELECT id FROM webhook_deliveries
+                     WHERE created_at < $1 AND status <> 'pending'
+                     ORDER BY created_at, id LIMIT 5000
+                     FOR UPDATE SKIP LOCKED
+                 ), attempts AS (
+                     DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM gone)
+                 )
+                 DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM gone)",
+            )
+            .await
+            .map_err(sql)?;
+        let mut deleted = 0;
+        loop {
+            let chunk = client.execute(&statement, &[&before]).await.map_err(sql)?;
+            deleted += chunk;
+            if chunk < 5000 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     pub(super) async fn outbox_list(
         &self,
         query: &DeliveryQuery,

@@ -377,6 +377,18 @@ impl Store for SqliteStore {
         self.plain(move |conn| outbox::redeliver(conn, &id, now))
             .await
     }
+
+    async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        // A chunk per transaction: other writes go on between them.
+        let mut deleted = 0;
+        loop {
+            let chunk = self.plain(move |conn| outbox::prune(conn, before)).await?;
+            deleted += chunk;
+            if chunk < outbox::PRUNE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
 }
 
 /// Makes sure `path` can be a store file: not a directory, with its
