@@ -637,16 +637,9 @@ fn receiver_answering(
     (url, count, answer)
 }
 
-#[test]
-fn webhooks_deliveries_lists_what_serve_sent() {
-    let env = Env::new();
-    let output = env.run(&["webhooks", "deliveries", "--json"]);
-    assert!(
-        !output.status.success(),
-        "no store yet: {}",
-        text(&output.stdout)
-    );
-    let (url, count) = receiver();
+/// `toolgate serve` with one webhook, to `url`, for `approval.requested`,
+/// and one approval asked for (so one delivery queued).
+fn serve_one_request(env: &Env, url: &str) -> Server {
     let bot = env.token("bot", "agent");
     let config = format!(
         "[[webhooks]]\nurl = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval.requested\"]\n"
@@ -659,17 +652,37 @@ fn webhooks_deliveries_lists_what_serve_sent() {
         Some(json!({"tool": "send_email", "args": {"to": "sally@gmail.com"}})),
     );
     assert_eq!(status, 201);
+    server
+}
+
+/// `webhooks deliveries --json` once the newest delivery has `status`
+/// (within 30 s).
+fn deliveries_once(env: &Env, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let listed = loop {
+    loop {
         let output = env.run(&["webhooks", "deliveries", "--json"]);
         assert!(output.status.success(), "{}", text(&output.stderr));
         let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
-        if listed[0]["status"] == "delivered" {
-            break listed;
+        if listed[0]["status"] == status {
+            return listed;
         }
-        assert!(Instant::now() < deadline, "never delivered: {listed}");
+        assert!(Instant::now() < deadline, "never {status}: {listed}");
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+#[test]
+fn webhooks_deliveries_lists_what_serve_sent() {
+    let env = Env::new();
+    let output = env.run(&["webhooks", "deliveries", "--json"]);
+    assert!(
+        !output.status.success(),
+        "no store yet: {}",
+        text(&output.stdout)
+    );
+    let (url, count) = receiver();
+    let server = serve_one_request(&env, &url);
+    let listed = deliveries_once(&env, "delivered");
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let delivery = &listed[0];
     assert_eq!(delivery["type"], "approval.requested");
@@ -731,31 +744,8 @@ fn webhooks_redeliver_sends_a_failed_delivery_again() {
     use std::sync::atomic::Ordering;
     let env = Env::new();
     let (url, count, answer) = receiver_answering(410);
-    let bot = env.token("bot", "agent");
-    let config = format!(
-        "[[webhooks]]\nurl = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval.requested\"]\n"
-    );
-    let server = env.serve_with(&config, &[("HOOK_SECRET", "s3cret")]);
-    let (status, _) = http(
-        "POST",
-        &format!("{}/v1/approvals", server.base),
-        &bot,
-        Some(json!({"tool": "send_email", "args": {"to": "sally@gmail.com"}})),
-    );
-    assert_eq!(status, 201);
-    let wait_for = |status: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let output = env.run(&["webhooks", "deliveries", "--json"]);
-            assert!(output.status.success(), "{}", text(&output.stderr));
-            let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
-            if listed[0]["status"] == status {
-                return listed[0].clone();
-            }
-            assert!(Instant::now() < deadline, "never {status}: {listed}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let server = serve_one_request(&env, &url);
+    let wait_for = |status: &str| deliveries_once(&env, status)[0].clone();
     // 410 Gone is not worth retrying: failed after one attempt.
     let failed = wait_for("failed");
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);

@@ -880,18 +880,11 @@ async fn the_grants_page_goes_back_a_page_at_a_time() {
     let alice = server.token("alice", Role::Approver, &[]).await;
     let mut made = Vec::new();
     for i in 0..26 {
-        let mut call = send_email("sally@gmail.com");
-        call["run_id"] = json!(format!("agent-run-{i}"));
-        let created = server.ask(&bot, call).await;
-        let (status, answer) = server
-            .post(
-                &format!("/v1/approvals/{}/decision", created["id"].as_str().unwrap()),
-                &alice,
-                json!({"decision": "approve", "grant": "run"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        made.push(answer["grant"]["id"].as_str().unwrap().to_owned());
+        made.push(
+            server
+                .grant_for_run(&bot, &alice, &format!("agent-run-{i}"))
+                .await,
+        );
     }
     let mut web = Web::new(&server);
     web.sign_in(&alice).await;

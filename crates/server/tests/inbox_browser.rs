@@ -425,17 +425,7 @@ async fn on_a_phone_the_inbox_fits_and_works() {
 
     // A grant, made with a decision over the API, on the grants page: live
     // by default, with the filters to see all.
-    let mut covered = send_email("ann@gmail.com");
-    covered["run_id"] = json!("agent-run-grants");
-    let asked = server.ask(&bot, covered).await;
-    let (status, answer) = server
-        .post(
-            &format!("/v1/approvals/{}/decision", asked["id"].as_str().unwrap()),
-            &alice,
-            json!({"decision": "approve", "grant": "run"}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    server.grant_for_run(&bot, &alice, "agent-run-grants").await;
     browser.goto(&server.url("/inbox/grants")).await;
     let shown = browser.find("li.item .badge").await.text().await;
     assert_eq!(

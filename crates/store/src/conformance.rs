@@ -1519,13 +1519,7 @@ pub async fn webhook_deliveries_are_claimed_leased_and_recorded(store: Arc<dyn S
     ok(store
         .enqueue_deliveries(other, 4, &[new_delivery("d-9", "k9", 4, 100)])
         .await);
-    let claim = |claimer: &str, now: i64| DeliveryClaim {
-        claimer: claimer.to_owned(),
-        webhooks: vec![hook.to_owned()],
-        now,
-        lease_until: now + 1_000,
-        limit: 10,
-    };
+    let claim = |claimer: &str, now: i64| claim_of(hook, claimer, now);
     let ids = |deliveries: &[Delivery]| deliveries.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
     let first = ok(store.claim_deliveries(&claim("one", 1_000)).await);
     assert_eq!(
@@ -1658,13 +1652,7 @@ pub async fn failed_deliveries_can_be_sent_again(store: Arc<dyn Store>) {
             ],
         )
         .await);
-    let claim = |claimer: &str, now: i64| DeliveryClaim {
-        claimer: claimer.to_owned(),
-        webhooks: vec![hook.to_owned()],
-        now,
-        lease_until: now + 1_000,
-        limit: 10,
-    };
+    let claim = |claimer: &str, now: i64| claim_of(hook, claimer, now);
     assert_eq!(
         ok(store.claim_deliveries(&claim("one", 1_000)).await).len(),
         2
@@ -1761,13 +1749,7 @@ pub async fn settled_deliveries_are_pruned_by_age(store: Arc<dyn Store>) {
             ],
         )
         .await);
-    let claim = DeliveryClaim {
-        claimer: "one".to_owned(),
-        webhooks: vec![hook.to_owned()],
-        now: 1_000,
-        lease_until: 2_000,
-        limit: 10,
-    };
+    let claim = claim_of(hook, "one", 1_000);
     assert_eq!(ok(store.claim_deliveries(&claim).await).len(), 4);
     let attempt = DeliveryAttempt {
         attempt: 1,
@@ -1862,6 +1844,18 @@ pub async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Store>) {
         "no delivery was claimed twice: {all:?}"
     );
     assert_eq!(unique.len(), 60, "every delivery was claimed: {unique:?}");
+}
+
+/// `claimer`'s claim at `now` of up to 10 deliveries to `hook`, for a
+/// lease of a second.
+fn claim_of(hook: &str, claimer: &str, now: i64) -> DeliveryClaim {
+    DeliveryClaim {
+        claimer: claimer.to_owned(),
+        webhooks: vec![hook.to_owned()],
+        now,
+        lease_until: now + 1_000,
+        limit: 10,
+    }
 }
 
 fn new_delivery(id: &str, key: &str, audit_seq: u64, created_at: i64) -> NewDelivery {

@@ -131,6 +131,23 @@ impl TestServer {
         approval
     }
 
+    /// Has `agent` ask to send an email in run `run_id` and `approver`
+    /// approve it with a grant for the run; the grant's id.
+    pub async fn grant_for_run(&self, agent: &str, approver: &str, run_id: &str) -> String {
+        let mut call = send_email("sally@gmail.com");
+        call["run_id"] = Value::String(run_id.to_owned());
+        let asked = self.ask(agent, call).await;
+        let (status, answer) = self
+            .post(
+                &format!("/v1/approvals/{}/decision", asked["id"].as_str().unwrap()),
+                approver,
+                serde_json::json!({"decision": "approve", "grant": "run"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["grant"]["id"].as_str().unwrap().to_owned()
+    }
+
     /// Stops the server and waits until it has.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
