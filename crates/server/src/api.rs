@@ -182,11 +182,8 @@ pub(crate) async fn list_approvals(
             limit: limit + 1,
         })
         .await?;
-    let more = rows.len() > limit;
-    let approvals: Vec<Approval> = rows.iter().take(limit).map(Approval::from).collect();
-    let next_before = more
-        .then(|| approvals.last().map(|a| a.id.clone()))
-        .flatten();
+    let (rows, next_before) = page_of(rows, limit, |row| &row.id);
+    let approvals: Vec<Approval> = rows.iter().map(Approval::from).collect();
     Ok(axum::Json(ApprovalPage {
         approvals,
         next_before,
@@ -203,6 +200,40 @@ fn page_limit(asked: Option<usize>) -> Result<usize, Problem> {
         )));
     }
     Ok(limit)
+}
+
+/// A page of at most `limit` of `rows` (read with one more than that, to
+/// tell whether more follow), and the id to pass as `before` for the next
+/// page when more follow.
+pub(crate) fn page_of<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    id: impl Fn(&T) -> &String,
+) -> (Vec<T>, Option<String>) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_before = more
+        .then(|| rows.last().map(|row| id(row).clone()))
+        .flatten();
+    (rows, next_before)
+}
+
+/// The grants a listing's `state` asks for at `now`, `live` or `all`
+/// (`default` when it names none), with the state's name.
+pub(crate) fn grant_query(
+    state: Option<&str>,
+    default: &'static str,
+    now: i64,
+) -> Result<(&'static str, GrantQuery), Problem> {
+    match state.filter(|state| !state.is_empty()) {
+        None if default == "live" => Ok(("live", GrantQuery::live(now))),
+        None => Ok(("all", GrantQuery::all())),
+        Some("live") => Ok(("live", GrantQuery::live(now))),
+        Some("all") => Ok(("all", GrantQuery::all())),
+        Some(other) => Err(Problem::bad_request(format!(
+            "unknown grant state `{other}`: use `live` or `all`"
+        ))),
+    }
 }
 
 pub(crate) fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, Problem> {
@@ -539,23 +570,13 @@ pub(crate) async fn list_grants(
 ) -> Result<axum::Json<GrantList>, Problem> {
     caller.require_decider("list grants")?;
     let now = state.now();
-    let query = match params.state.as_deref().map(str::trim) {
-        None | Some("" | "all") => GrantQuery::all(),
-        Some("live") => GrantQuery::live(now),
-        Some(other) => {
-            return Err(Problem::bad_request(format!(
-                "unknown grant state `{other}`: use `live` or `all`"
-            )));
-        }
-    };
+    let query = grant_query(params.state.as_deref().map(str::trim), "all", now)?.1;
     let limit = page_limit(params.limit)?;
-    let mut grants = state
+    let grants = state
         .store
         .grants(&query.page(params.before, limit + 1))
         .await?;
-    let more = grants.len() > limit;
-    grants.truncate(limit);
-    let next_before = more.then(|| grants.last().map(|g| g.id.clone())).flatten();
+    let (grants, next_before) = page_of(grants, limit, |grant| &grant.id);
     Ok(axum::Json(GrantList {
         grants: grants.iter().map(|g| GrantView::of(g, now)).collect(),
         next_before,

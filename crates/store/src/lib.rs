@@ -32,6 +32,10 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, WriterStats};
 
+/// How many webhook deliveries one transaction of a prune deletes at most,
+/// so that pruning a long log does not hold up other writes for long.
+pub(crate) const PRUNE_CHUNK: usize = 5_000;
+
 /// Refuses event `seq` of run `run_id`'s log where event `expected` must
 /// come: a log read back has no gaps, or events were deleted.
 pub(crate) fn check_next_event(

@@ -33,10 +33,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toolgate_core::Role;
 use toolgate_core::run::ApprovalStatus;
-use toolgate_core::store::{ApprovalQuery, ApprovalRow, GrantQuery, StoreError};
+use toolgate_core::store::{ApprovalQuery, StoreError};
 use toolgate_engine::{ApprovalDetail, approval_detail};
 
-use crate::api::{expired_now, parse_statuses, record_decision, revoke};
+use crate::api::{expired_now, grant_query, page_of, parse_statuses, record_decision, revoke};
 use crate::auth::{Caller, Refusal, SESSION_COOKIE, check_secret, session_cookie};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -524,9 +524,7 @@ async fn list_items(
             limit: PAGE + 1,
         })
         .await?;
-    let more = rows.len() > PAGE;
-    let rows: Vec<ApprovalRow> = rows.into_iter().take(PAGE).collect();
-    let next_before = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
+    let (rows, next_before) = page_of(rows, PAGE, |row| &row.id);
     let mut logs = HashMap::new();
     let mut details = Vec::with_capacity(rows.len());
     for row in rows {
@@ -947,23 +945,12 @@ async fn render_grants(
 ) -> Response {
     let who = session.who();
     let now = state.now();
-    let filter = match query.state.as_deref().filter(|s| !s.is_empty()) {
-        None | Some("live") => "live",
-        Some("all") => "all",
-        Some(other) => {
-            let problem = Problem::bad_request(format!(
-                "unknown grant state `{other}`: use `live` or `all`"
-            ));
-            return problem_page(state, Some(&who), &problem);
-        }
+    let (filter, grants_query) = match grant_query(query.state.as_deref(), "live", now) {
+        Ok(asked) => asked,
+        Err(problem) => return problem_page(state, Some(&who), &problem),
     };
     let before = query.before.clone().filter(|b| !b.is_empty());
-    let grants_query = if filter == "live" {
-        GrantQuery::live(now)
-    } else {
-        GrantQuery::all()
-    };
-    let mut grants = match state
+    let grants = match state
         .store
         .grants(&grants_query.page(before.clone(), PAGE + 1))
         .await
@@ -971,9 +958,7 @@ async fn render_grants(
         Ok(grants) => grants,
         Err(error) => return problem_page(state, Some(&who), &error.into()),
     };
-    let more = grants.len() > PAGE;
-    grants.truncate(PAGE);
-    let next_before = more.then(|| grants.last().map(|g| g.id.clone())).flatten();
+    let (grants, next_before) = page_of(grants, PAGE, |grant| &grant.id);
     let principal = session.caller.principal();
     let views: Vec<(GrantView, bool)> = grants
         .iter()

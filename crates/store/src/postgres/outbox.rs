@@ -15,6 +15,7 @@ use toolgate_core::store::{
 
 use super::error::{corrupt, failed};
 use super::{PgStore, get, limit};
+use crate::PRUNE_CHUNK;
 
 const COLUMNS: &str = "id, webhook, event_key, event_type, audit_seq, payload, status, \
                        created_at, next_attempt_at";
@@ -246,7 +247,7 @@ impl PgStore {
                 "WITH gone AS (
                      SELECT id FROM webhook_deliveries
                      WHERE created_at < $1 AND status <> 'pending'
-                     ORDER BY created_at, id LIMIT 5000
+                     ORDER BY created_at, id LIMIT $2
                      FOR UPDATE SKIP LOCKED
                  ), attempts AS (
                      DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM gone)
@@ -255,11 +256,15 @@ impl PgStore {
             )
             .await
             .map_err(sql)?;
+        let most = PRUNE_CHUNK as i64;
         let mut deleted = 0;
         loop {
-            let chunk = client.execute(&statement, &[&before]).await.map_err(sql)?;
+            let chunk = client
+                .execute(&statement, &[&before, &most])
+                .await
+                .map_err(sql)?;
             deleted += chunk;
-            if chunk < 5000 {
+            if chunk < most as u64 {
                 return Ok(deleted);
             }
         }

@@ -384,7 +384,7 @@ impl Store for SqliteStore {
         loop {
             let chunk = self.plain(move |conn| outbox::prune(conn, before)).await?;
             deleted += chunk;
-            if chunk < outbox::PRUNE_CHUNK as u64 {
+            if chunk < crate::PRUNE_CHUNK as u64 {
                 return Ok(deleted);
             }
         }

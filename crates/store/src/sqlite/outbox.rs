@@ -10,6 +10,7 @@ use toolgate_core::store::{
 };
 
 use super::error::{corrupt, sqlite_failed};
+use crate::PRUNE_CHUNK;
 
 const PENDING: i64 = 0;
 const DELIVERED: i64 = 1;
@@ -234,37 +235,27 @@ pub(crate) fn redeliver(
     Ok(status)
 }
 
-/// How many deliveries one writer transaction of a prune deletes at most,
-/// so that a prune of a long log does not hold the writer for long.
-pub(crate) const PRUNE_CHUNK: usize = 5_000;
-
 /// Deletes up to [`PRUNE_CHUNK`] settled deliveries made before `before`,
 /// oldest first, with their attempts; how many.
 pub(crate) fn prune(conn: &Connection, before: i64) -> Result<u64, StoreError> {
     let sql = |error: rusqlite::Error| {
         sqlite_failed("cannot prune webhook deliveries".to_owned(), &error)
     };
-    conn.prepare_cached("CREATE TEMP TABLE IF NOT EXISTS pruned (rid INTEGER PRIMARY KEY)")
-        .and_then(|mut statement| statement.execute([]))
-        .map_err(sql)?;
-    conn.prepare_cached(
-        "INSERT INTO temp.pruned (rid)
-         SELECT rid FROM webhook_deliveries INDEXED BY webhook_deliveries_newest
-         WHERE created_at < ?1 AND status != ?2 ORDER BY created_at, rid LIMIT ?3",
-    )
-    .and_then(|mut statement| statement.execute(params![before, PENDING, PRUNE_CHUNK as i64]))
-    .map_err(sql)?;
-    conn.prepare_cached(
-        "DELETE FROM webhook_attempts WHERE delivery IN (SELECT rid FROM temp.pruned)",
-    )
-    .and_then(|mut statement| statement.execute([]))
+    // The same chunk both times: the writer's transaction holds the file,
+    // and the order is total.
+    let chunk = "SELECT rid FROM webhook_deliveries INDEXED BY webhook_deliveries_newest
+         WHERE created_at < ?1 AND status != ?2 ORDER BY created_at, rid LIMIT ?3";
+    let values = params![before, PENDING, PRUNE_CHUNK as i64];
+    conn.prepare_cached(&format!(
+        "DELETE FROM webhook_attempts WHERE delivery IN ({chunk})"
+    ))
+    .and_then(|mut statement| statement.execute(values))
     .map_err(sql)?;
     let deleted = conn
-        .prepare_cached("DELETE FROM webhook_deliveries WHERE rid IN (SELECT rid FROM temp.pruned)")
-        .and_then(|mut statement| statement.execute([]))
-        .map_err(sql)?;
-    conn.prepare_cached("DELETE FROM temp.pruned")
-        .and_then(|mut statement| statement.execute([]))
+        .prepare_cached(&format!(
+            "DELETE FROM webhook_deliveries WHERE rid IN ({chunk})"
+        ))
+        .and_then(|mut statement| statement.execute(values))
         .map_err(sql)?;
     Ok(deleted as u64)
 }
