@@ -19,8 +19,16 @@ use toolgate::{Principal, Role, SqliteStore};
 const SEND: &str = "Send sally@gmail.com an email saying 'What's up homie'";
 
 /// Runs `toolgate ARGS` on the store in `dir`, killed after `kill_after`
-/// when it has not exited by then; true when it was killed.
-fn toolgate(dir: &Path, args: &[&str], kill_after: Duration) -> bool {
+/// when it has not exited by then: how long it ran when it exited by
+/// itself, `None` when it was killed. What it did is added to `history`,
+/// which a failure prints.
+fn toolgate(
+    dir: &Path,
+    args: &[&str],
+    kill_after: Duration,
+    history: &mut Vec<String>,
+) -> Option<Duration> {
+    let stderr_file = dir.join("stderr");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../toolgate/seed/script.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
         .env_clear()
@@ -31,19 +39,33 @@ fn toolgate(dir: &Path, args: &[&str], kill_after: Duration) -> bool {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
         .spawn()
         .unwrap();
     let started = Instant::now();
+    let mut exited = None;
     while started.elapsed() < kill_after {
-        if child.try_wait().unwrap().is_some() {
-            return false;
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
         }
         std::thread::sleep(Duration::from_micros(100));
     }
-    let killed = child.kill().is_ok();
-    let _ = child.wait();
-    killed
+    let killed = exited.is_none() && child.kill().is_ok();
+    let status = child.wait().unwrap();
+    let ran = started.elapsed();
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    history.push(format!(
+        "toolgate {} (limit {kill_after:?}): {} after {ran:?}\n{}",
+        args.join(" "),
+        if killed {
+            "killed".to_owned()
+        } else {
+            status.to_string()
+        },
+        stderr.trim_end()
+    ));
+    (!killed).then_some(ran)
 }
 
 #[test]
@@ -73,19 +95,44 @@ fn killed_at_random_moments_the_real_binary_never_sends_twice() {
     let alice = Principal::new("alice", Role::Approver);
     let mut kills_in_doubt = 0;
     let mut kills = 0;
-    let runs = 40;
+    let runs = 60;
+    // Kills land anywhere in a process's life: from its start to a quarter
+    // more than the median time processes took to exit by themselves so
+    // far (a slow one, on a busy machine, does not widen it for good).
+    let mut lives = vec![Duration::from_millis(12)];
     for _ in 0..runs {
         let dir = tempfile::tempdir().unwrap();
         let mut acknowledged = 0;
         let mut finished = false;
+        let mut history = Vec::new();
+        let mut killed_in_a_row = 0;
         for attempt in 0..40 {
-            // Most processes get 0 to 12 ms (a whole run takes a few ms
-            // more than that), which kills them somewhere along the way;
-            // every fifth one gets all the time it needs.
-            let limit = if next() % 5 == 0 {
+            // Most processes are killed somewhere along the way; about one
+            // in eight, and always the one after seven kills in a row, gets
+            // all the time it needs, so that the run gets on (it needs at
+            // most four processes that are not killed).
+            let limit = if killed_in_a_row >= 7 || next() % 8 == 0 {
                 Duration::from_secs(30)
             } else {
-                Duration::from_micros(next() % 12_000)
+                lives.sort();
+                let window = lives[lives.len() / 2] * 5 / 4;
+                Duration::from_micros(next() % u64::try_from(window.as_micros()).unwrap())
+            };
+            let mut process = |history: &mut Vec<String>, args: &[&str]| match toolgate(
+                dir.path(),
+                args,
+                limit,
+                history,
+            ) {
+                Some(ran) => {
+                    lives.push(ran);
+                    killed_in_a_row = 0;
+                    0
+                }
+                None => {
+                    killed_in_a_row += 1;
+                    1
+                }
             };
             let store_file = dir.path().join("toolgate.db");
             let run_id = if store_file.exists() {
@@ -99,7 +146,7 @@ fn killed_at_random_moments_the_real_binary_never_sends_twice() {
                 None
             };
             let Some(run_id) = run_id else {
-                kills += usize::from(toolgate(dir.path(), &["run", "--detach", SEND], limit));
+                kills += process(&mut history, &["run", "--detach", SEND]);
                 continue;
             };
             // What a person does between the processes, through the store.
@@ -139,14 +186,18 @@ fn killed_at_random_moments_the_real_binary_never_sends_twice() {
                 finished = true;
                 break;
             }
-            assert!(attempt < 39, "the run did not finish after 40 processes");
-            kills += usize::from(toolgate(
-                dir.path(),
-                &["runs", "resume", "--detach", &run_id],
-                limit,
-            ));
+            assert!(
+                attempt < 39,
+                "the run did not finish after 40 processes:\n{}",
+                history.join("\n")
+            );
+            kills += process(&mut history, &["runs", "resume", "--detach", &run_id]);
         }
-        assert!(finished);
+        assert!(
+            finished,
+            "no run was started after 40 processes:\n{}",
+            history.join("\n")
+        );
         let verify = Command::new(env!("CARGO_BIN_EXE_toolgate"))
             .env_clear()
             .arg("--db")
@@ -163,5 +214,5 @@ fn killed_at_random_moments_the_real_binary_never_sends_twice() {
     // Not asserted (a kill between a tool's start and its finish is rare
     // with a tool this fast), but worth seeing when it happens.
     eprintln!("{kills} kills over {runs} runs; calls left in doubt by a kill: {kills_in_doubt}");
-    assert!(kills >= runs, "too few kills to mean anything: {kills}");
+    assert!(kills >= 2 * runs, "too few kills to mean anything: {kills}");
 }
