@@ -12,10 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use toolgate::store::{StoreError, TokenRecord};
+use toolgate::store::StoreError;
 use toolgate::{Principal, Role};
-use toolgate_server::issue_token;
+use toolgate_server::{CreatedToken, TokenState, TokenView, issue_token};
 
 use crate::approvals::not_found;
 use crate::context::{StoreArgs, local_principal, now};
@@ -81,16 +80,6 @@ pub(crate) async fn run(command: TokensCommand, store: &StoreArgs) -> anyhow::Re
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Created<'a> {
-    id: &'a str,
-    token: &'a str,
-    name: &'a str,
-    role: &'a str,
-    groups: &'a [String],
-    expires_at: Option<String>,
-}
-
 async fn create(args: CreateArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let now = now();
     let expires_at = args
@@ -106,14 +95,7 @@ async fn create(args: CreateArgs, store_args: &StoreArgs) -> anyhow::Result<Exit
         .context("cannot keep the new token in the store")?;
     let record = &issued.record;
     if args.json {
-        print_json(&Created {
-            id: &record.id,
-            token: &issued.secret,
-            name: &record.principal.name,
-            role: record.principal.role.as_str(),
-            groups: &record.principal.groups,
-            expires_at: record.expires_at.map(toolgate::time::format_millis),
-        })?;
+        print_json(&CreatedToken::from(&issued))?;
     } else {
         let groups = if record.principal.groups.is_empty() {
             String::new()
@@ -133,49 +115,13 @@ async fn create(args: CreateArgs, store_args: &StoreArgs) -> anyhow::Result<Exit
     Ok(exit::code(exit::SUCCESS))
 }
 
-#[derive(Debug, Serialize)]
-struct TokenView {
-    id: String,
-    name: String,
-    role: &'static str,
-    groups: Vec<String>,
-    created_by: String,
-    created_at: String,
-    expires_at: Option<String>,
-    revoked_at: Option<String>,
-    state: &'static str,
-}
-
-fn state(token: &TokenRecord, now: i64) -> &'static str {
-    if token.revoked_at.is_some() {
-        "revoked"
-    } else if token.is_live(now) {
-        "live"
-    } else {
-        "expired"
-    }
-}
-
 async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let style = Style::detect();
     let store = store_args.open_store().await?;
     let now = now();
     let tokens = store.tokens().await.context("cannot list the tokens")?;
     if args.json {
-        let views: Vec<TokenView> = tokens
-            .iter()
-            .map(|t| TokenView {
-                id: t.id.clone(),
-                name: t.principal.name.clone(),
-                role: t.principal.role.as_str(),
-                groups: t.principal.groups.clone(),
-                created_by: t.created_by.clone(),
-                created_at: toolgate::time::format_millis(t.created_at),
-                expires_at: t.expires_at.map(toolgate::time::format_millis),
-                revoked_at: t.revoked_at.map(toolgate::time::format_millis),
-                state: state(t, now),
-            })
-            .collect();
+        let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
         print_json(&views)?;
         return Ok(exit::code(exit::SUCCESS));
     }
@@ -205,7 +151,7 @@ async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
                 .expires_at
                 .map(|at| style.time(at, now))
                 .unwrap_or_default(),
-            state(token, now).to_owned(),
+            TokenState::of(token, now).as_str().to_owned(),
         ]);
     }
     out(&table.render(&style))?;

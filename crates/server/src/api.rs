@@ -677,7 +677,10 @@ pub(crate) async fn list_deliveries(
     caller: Caller,
     Params(params): Params<DeliveryParams>,
 ) -> Result<axum::Json<DeliveryList>, Problem> {
-    require_admin(&caller, "see webhook deliveries")?;
+    require_admin(
+        &caller,
+        "see webhook deliveries (their payloads hold every approval)",
+    )?;
     let status = match params.status.as_deref().map(str::trim) {
         None | Some("" | "all") => None,
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
@@ -696,15 +699,13 @@ pub(crate) async fn list_deliveries(
     }))
 }
 
-/// Refuses a caller who is not an admin: only admins `what` (webhook
-/// payloads hold every approval).
-fn require_admin(caller: &Caller, what: &str) -> Result<(), Problem> {
+/// Refuses a caller who is not an admin: only admins `what`.
+pub(crate) fn require_admin(caller: &Caller, what: &str) -> Result<(), Problem> {
     if caller.principal().role == Role::Admin {
         return Ok(());
     }
     Err(Problem::forbidden(format!(
-        "{} is not an admin; only admins {what} (their payloads hold every approval): use an \
-         admin's token",
+        "{} is not an admin; only admins {what}: use an admin's token",
         caller.name()
     )))
 }
@@ -730,7 +731,10 @@ pub(crate) async fn redeliver(
     caller: Caller,
     Id(id): Id,
 ) -> Result<(StatusCode, axum::Json<Redelivery>), Problem> {
-    require_admin(&caller, "send webhook deliveries again")?;
+    require_admin(
+        &caller,
+        "send webhook deliveries again (their payloads hold every approval)",
+    )?;
     match state.store.redeliver(&id, state.now()).await {
         Ok(DeliveryStatus::Failed) => Ok((
             StatusCode::ACCEPTED,

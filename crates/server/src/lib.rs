@@ -56,6 +56,7 @@ pub use webhooks::{
     SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_ID_HEADER, Webhook, WebhookError, WebhookEvent,
     load_webhooks, signature,
 };
+pub use wire::{CreatedToken, TokenState, TokenView};
 
 use crate::state::AppState;
 
@@ -91,6 +92,14 @@ impl Server {
             .route("/v1/grants/{id}", delete(api::revoke_grant))
             .route("/v1/events", get(events::events))
             .route("/v1/me", get(api::me))
+            .route(
+                "/v1/tokens",
+                get(tokens::list_tokens).post(tokens::create_token),
+            )
+            .route(
+                "/v1/tokens/{id}",
+                get(tokens::get_token).delete(tokens::revoke_token),
+            )
             .route("/v1/webhooks/deliveries", get(api::list_deliveries))
             .route(
                 "/v1/webhooks/deliveries/{id}/redeliver",

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, events, problem, wire};
+use crate::{api, events, problem, tokens, wire};
 
 /// The API's document.
 #[derive(OpenApi)]
@@ -24,6 +24,10 @@ use crate::{api, events, problem, wire};
         api::list_grants,
         api::revoke_grant,
         api::me,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::get_token,
+        tokens::revoke_token,
         api::list_deliveries,
         api::redeliver,
         events::events,
@@ -44,6 +48,11 @@ use crate::{api, events, problem, wire};
         wire::GrantView,
         wire::GrantList,
         wire::Me,
+        wire::CreateToken,
+        wire::CreatedToken,
+        wire::TokenState,
+        wire::TokenView,
+        wire::TokenList,
         wire::DeliveryState,
         wire::AttemptView,
         wire::DeliveryView,
@@ -55,7 +64,7 @@ use crate::{api, events, problem, wire};
         (name = "approvals", description = "Tool calls waiting for people, and their decisions"),
         (name = "grants", description = "Standing approvals"),
         (name = "events", description = "The audit log as it grows"),
-        (name = "tokens", description = "Who is calling"),
+        (name = "tokens", description = "Who is calling, and the tokens admins make and revoke"),
         (name = "webhooks", description = "Events sent to webhooks, and how each delivery went"),
     )
 )]

@@ -27,7 +27,8 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// How long a token, once checked, is trusted without asking the store
     /// again: a token revoked by another process stops working within
-    /// this time (one revoked through this server, at once).
+    /// this time (one revoked through this server, `DELETE /v1/tokens/{id}`,
+    /// at once).
     pub token_cache: Duration,
     /// How often approvals past their time are expired.
     pub expiry_sweep: Duration,
@@ -139,6 +140,13 @@ impl AppState {
             .get(hash)
             .filter(|(_, at)| at.elapsed() < self.config.token_cache)
             .map(|(token, _)| token.clone())
+    }
+
+    /// Drops the token with this id from the cache: it was revoked here,
+    /// and must be refused at once.
+    pub(crate) fn forget_token(&self, id: &str) {
+        let mut cache = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|_, (token, _)| token.id != id);
     }
 
     pub(crate) fn cache_token(&self, token: &TokenRecord) {

@@ -425,6 +425,143 @@ impl From<&TokenRecord> for Me {
     }
 }
 
+/// `POST /v1/tokens`: a token to make.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateToken {
+    /// The principal's name, which decisions are recorded under (1 to 64
+    /// letters, digits and `. _ @ -`).
+    pub(crate) name: String,
+    /// `agent` (asks, waits, never decides), `approver` (decides the
+    /// approvals it is named for) or `admin` (decides any, manages
+    /// tokens).
+    pub(crate) role: String,
+    /// The groups the principal belongs to, for policy rules with
+    /// `approvers = ["group:NAME"]`.
+    #[serde(default)]
+    pub(crate) groups: Vec<String>,
+    /// The token stops working after this long (`90d`, `12h`); by default
+    /// it works until revoked.
+    #[serde(default)]
+    pub(crate) expires_in: Option<String>,
+}
+
+/// A token just made: the only time its secret is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token's id (not secret): what listings show and revocation
+    /// takes.
+    pub id: String,
+    /// The secret, to send as `Authorization: Bearer …`. The server keeps
+    /// only its SHA-256: it cannot be shown again.
+    pub token: String,
+    /// The principal's name.
+    pub name: String,
+    /// `agent`, `approver` or `admin`.
+    pub role: String,
+    /// The principal's groups.
+    pub groups: Vec<String>,
+    /// When it stops working (RFC 3339); absent when it works until
+    /// revoked.
+    pub expires_at: Option<String>,
+}
+
+impl From<&crate::tokens::IssuedToken> for CreatedToken {
+    fn from(issued: &crate::tokens::IssuedToken) -> CreatedToken {
+        let record = &issued.record;
+        CreatedToken {
+            id: record.id.clone(),
+            token: issued.secret.clone(),
+            name: record.principal.name.clone(),
+            role: record.principal.role.as_str().to_owned(),
+            groups: record.principal.groups.clone(),
+            expires_at: record.expires_at.map(format_millis),
+        }
+    }
+}
+
+/// Whether a token works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TokenState {
+    /// It works.
+    Live,
+    /// Revoked: refused from then on.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// A token as listings show it, never with its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TokenView {
+    /// The token's id.
+    pub id: String,
+    /// The principal's name.
+    pub name: String,
+    /// `agent`, `approver` or `admin`.
+    pub role: String,
+    /// The principal's groups.
+    pub groups: Vec<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// Whether it works now.
+    pub state: TokenState,
+}
+
+impl TokenState {
+    /// Where `token` stands at `now`.
+    pub fn of(token: &TokenRecord, now: i64) -> TokenState {
+        if token.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if token.is_live(now) {
+            TokenState::Live
+        } else {
+            TokenState::Expired
+        }
+    }
+
+    /// The state as the API and the command line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Live => "live",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+}
+
+impl TokenView {
+    /// How `token` shows at `now`.
+    pub fn of(token: &TokenRecord, now: i64) -> TokenView {
+        TokenView {
+            id: token.id.clone(),
+            name: token.principal.name.clone(),
+            role: token.principal.role.as_str().to_owned(),
+            groups: token.principal.groups.clone(),
+            created_by: token.created_by.clone(),
+            created_at: format_millis(token.created_at),
+            expires_at: token.expires_at.map(format_millis),
+            revoked_at: token.revoked_at.map(format_millis),
+            state: TokenState::of(token, now),
+        }
+    }
+}
+
+/// The tokens, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct TokenList {
+    /// The tokens, revoked and expired ones included.
+    pub(crate) tokens: Vec<TokenView>,
+}
+
 /// Where a webhook delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -554,6 +554,10 @@ async fn every_endpoint_refuses_a_missing_or_bad_token() {
         (Method::DELETE, "/v1/grants/x"),
         (Method::GET, "/v1/events"),
         (Method::GET, "/v1/me"),
+        (Method::POST, "/v1/tokens"),
+        (Method::GET, "/v1/tokens"),
+        (Method::GET, "/v1/tokens/x"),
+        (Method::DELETE, "/v1/tokens/x"),
         (Method::GET, "/v1/webhooks/deliveries"),
         (Method::POST, "/v1/webhooks/deliveries/x/redeliver"),
     ];
@@ -602,6 +606,170 @@ async fn every_endpoint_refuses_a_missing_or_bad_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["name"], "root");
     assert_eq!(me["role"], "admin");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_make_list_and_revoke_tokens_over_http() {
+    let server = server().await;
+    let root = server.token("root", Role::Admin, &[]).await;
+
+    // Made: the secret once, with headers that keep it out of caches.
+    let response = server
+        .client
+        .post(server.url("/v1/tokens"))
+        .bearer_auth(&root)
+        .json(&json!({"name": "alice", "role": "approver", "groups": ["ops"], "expires_in": "12h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/tokens/{id}"));
+    assert!(secret.starts_with("tg_") && secret.len() == 67, "{secret}");
+    assert_eq!(created["name"], "alice");
+    assert_eq!(created["role"], "approver");
+    assert_eq!(created["groups"], json!(["ops"]));
+    let expires = created["expires_at"].as_str().unwrap();
+    let expires = humantime::parse_rfc3339(expires).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(11 * 3600) && left <= Duration::from_secs(12 * 3600),
+        "{left:?}"
+    );
+
+    // The new token works, for the principal it names.
+    let (status, me) = server.get("/v1/me", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        (&me["name"], &me["role"], &me["groups"], &me["token_id"]),
+        (
+            &json!("alice"),
+            &json!("approver"),
+            &json!(["ops"]),
+            &json!(id)
+        )
+    );
+
+    // Listed (never with a secret) and read one by one.
+    let (status, list) = server.get("/v1/tokens", &root).await;
+    assert_eq!(status, StatusCode::OK);
+    let tokens = list["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{list}");
+    assert_eq!(tokens[0]["id"], json!(id), "newest first");
+    assert_eq!(tokens[0]["state"], "live");
+    assert_eq!(tokens[0]["created_by"], "root");
+    assert_eq!(tokens[1]["name"], "root");
+    assert!(!list.to_string().contains(&secret));
+    assert!(!list.to_string().contains(&root));
+    let (status, one) = server.get(&location, &root).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one, tokens[0]);
+    let (status, problem) = server.get("/v1/tokens/tok_nobody", &root).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(problem["detail"].as_str().unwrap().contains("tok_nobody"));
+
+    // Only admins manage tokens: not approvers, not agents.
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    for who in [&secret, &bot] {
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/v1/tokens",
+                Some(json!({"name": "eve", "role": "admin"})),
+            ),
+            (Method::GET, "/v1/tokens", None),
+            (Method::GET, location.as_str(), None),
+            (Method::DELETE, location.as_str(), None),
+        ] {
+            let (status, problem) = server.call(method.clone(), path, Some(who), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {problem}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("only admins"),
+                "{problem}"
+            );
+        }
+    }
+
+    // Bad requests say what was wrong, and make no token.
+    for (body, says) in [
+        (json!({"name": "eve", "role": "boss"}), "not a role"),
+        (json!({"name": "e ve", "role": "agent"}), "principal name"),
+        (
+            json!({"name": "eve", "role": "agent", "groups": ["<ops>"]}),
+            "group name",
+        ),
+        (
+            json!({"name": "eve", "role": "agent", "expires_in": "soon"}),
+            "expires_in",
+        ),
+        (
+            json!({"name": "eve", "role": "agent", "expires_in": "0s"}),
+            "expires_in",
+        ),
+        (
+            json!({"name": "eve", "role": "agent", "secret": "tg_x"}),
+            "secret",
+        ),
+        (json!({"role": "agent"}), "name"),
+    ] {
+        let (status, problem) = server.post("/v1/tokens", &root, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(server.store.tokens().await.unwrap().len(), 3);
+
+    // Revoked: refused at once, although the server had just checked it.
+    let (status, _) = server
+        .call(Method::DELETE, &location, Some(&root), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, problem) = server.get("/v1/me", &secret).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(problem["detail"].as_str().unwrap().contains("revoked"));
+    let (status, one) = server.get(&location, &root).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["state"], "revoked");
+    assert!(one["revoked_at"].is_string(), "{one}");
+    let (status, problem) = server
+        .call(Method::DELETE, &location, Some(&root), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "urn:toolgate:problem:already-revoked");
+    let (status, _) = server
+        .call(Method::DELETE, "/v1/tokens/tok_nobody", Some(&root), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A token past its time is listed as expired.
+    let (status, brief) = server
+        .post(
+            "/v1/tokens",
+            &root,
+            json!({"name": "brief", "role": "agent", "expires_in": "1ms"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, view) = server
+        .get(
+            &format!("/v1/tokens/{}", brief["id"].as_str().unwrap()),
+            &root,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["state"], "expired");
+    let (status, _) = server.get("/v1/me", brief["token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
 
@@ -836,6 +1004,10 @@ async fn health_metrics_and_the_openapi_document() {
         ("/v1/grants", "get"),
         ("/v1/grants/{id}", "delete"),
         ("/v1/events", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens/{id}", "get"),
+        ("/v1/tokens/{id}", "delete"),
         ("/v1/webhooks/deliveries", "get"),
         ("/v1/webhooks/deliveries/{id}/redeliver", "post"),
     ] {
