@@ -18,6 +18,7 @@ use toolgate_core::{Principal, Role};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tokens::{TOKEN_PREFIX, csrf_token, secret_hash};
+use crate::wire::TokenState;
 
 /// The web inbox's session cookie.
 pub(crate) const SESSION_COOKIE: &str = "toolgate_session";
@@ -177,13 +178,11 @@ async fn stored_token(store: &dyn Store, hash: &[u8; 32]) -> Result<TokenRecord,
 
 /// The token, if it is neither revoked nor expired at `now`.
 fn live(token: TokenRecord, now: i64) -> Result<TokenRecord, Refusal> {
-    if token.revoked_at.is_some() {
-        return Err(Refusal::Revoked(token.id));
+    match TokenState::of(&token, now) {
+        TokenState::Live => Ok(token),
+        TokenState::Revoked => Err(Refusal::Revoked(token.id)),
+        TokenState::Expired => Err(Refusal::Expired(token.id)),
     }
-    if !token.is_live(now) {
-        return Err(Refusal::Expired(token.id));
-    }
-    Ok(token)
 }
 
 /// Checks the bearer token of a request to another of toolgate's HTTP
