@@ -82,9 +82,7 @@ pub(crate) async fn run(command: TokensCommand, store: &StoreArgs) -> anyhow::Re
 
 async fn create(args: CreateArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let now = now();
-    let expires_at = args
-        .expires_in
-        .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let expires_at = args.expires_in.map(|d| toolgate::time::after(now, d));
     let principal = Principal::new(args.name, args.role).groups(args.groups);
     let issued = issue_token(principal, &local_principal().name, expires_at, now)
         .map_err(anyhow::Error::msg)?;

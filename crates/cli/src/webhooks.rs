@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 use toolgate::store::{Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, StoreError};
+use toolgate::time::duration_millis;
 
 use crate::approvals::not_found;
 
@@ -222,8 +223,7 @@ async fn redeliver(args: RedeliverArgs, store_args: &StoreArgs) -> anyhow::Resul
 
 async fn prune(args: PruneArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let store = store_args.open_store().await?;
-    let age = i64::try_from(args.older_than.as_millis()).unwrap_or(i64::MAX);
-    let before = now().saturating_sub(age);
+    let before = now().saturating_sub(duration_millis(args.older_than));
     let deleted = store
         .prune_deliveries(before)
         .await

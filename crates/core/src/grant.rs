@@ -74,7 +74,7 @@ impl GrantSpec {
             },
             GrantSpec::Uses(uses) => GrantScope::Uses { uses: *uses },
             GrantSpec::For(duration) => GrantScope::Until {
-                until: now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+                until: crate::time::after(now, *duration),
             },
             GrantSpec::Until(until) => GrantScope::Until { until: *until },
         }

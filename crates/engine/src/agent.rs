@@ -11,6 +11,7 @@ use toolgate_core::grant::{Grant, GrantRequest};
 use toolgate_core::policy::{Action, EvalInput, Policy, Verdict};
 use toolgate_core::run::{Event, Gate, Next, Outcome, RunState};
 use toolgate_core::store::{Append, ApprovalRow, GrantQuery, Lease, Store, StoreError};
+use toolgate_core::time::{after, duration_millis};
 use toolgate_core::{ChatModel, ChatRequest, Fingerprint, Messages, Principal, TextSink, Tools};
 
 use crate::decide::{Decide, expire_due_in};
@@ -296,7 +297,7 @@ impl Agent {
                 lease: self
                     .lease
                     .as_ref()
-                    .map(|lease| (lease.owner.clone(), now.saturating_add(millis(lease.ttl)))),
+                    .map(|lease| (lease.owner.clone(), after(now, lease.ttl))),
             })
             .await?;
         self.notify(&Step::Committed(&["run_started"]));
@@ -388,7 +389,7 @@ impl Agent {
     ) -> Result<(), EngineError> {
         let store = self.store_ref()?;
         let lease = self.lease.as_ref().ok_or(EngineError::NoLease)?;
-        let ttl = millis(lease.ttl);
+        let ttl = duration_millis(lease.ttl);
         let mut stop = std::pin::pin!(stop);
         let mut head = store.audit_head().await?;
         loop {
@@ -446,12 +447,7 @@ impl Agent {
         };
         let now = (self.clock)();
         match store
-            .lease_run(
-                &run.run_id,
-                &lease.owner,
-                now.saturating_add(millis(lease.ttl)),
-                now,
-            )
+            .lease_run(&run.run_id, &lease.owner, after(now, lease.ttl), now)
             .await?
         {
             Lease::Held => {}
@@ -491,12 +487,7 @@ impl Agent {
                 tokio::time::sleep(lease.ttl / 3).await;
                 let now = clock();
                 let renewed = store
-                    .lease_run(
-                        &run_id,
-                        &lease.owner,
-                        now.saturating_add(millis(lease.ttl)),
-                        now,
-                    )
+                    .lease_run(&run_id, &lease.owner, after(now, lease.ttl), now)
                     .await;
                 if matches!(renewed, Ok(Lease::Busy { .. })) {
                     flag.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -689,9 +680,7 @@ impl Agent {
             });
             if ask {
                 let ask = verdict.ask.clone().unwrap_or_default();
-                let expires_at = ask.timeout.map(|timeout| {
-                    now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
-                });
+                let expires_at = ask.timeout.map(|timeout| after(now, timeout));
                 events.push(Event::ApprovalRequested {
                     call_id: call.id.clone(),
                     approval_id: new_id(),
@@ -849,10 +838,6 @@ impl Renewer {
     fn is_lost(&self) -> bool {
         self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A step of the engine, as observers see it: for progress reports,

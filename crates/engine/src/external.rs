@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use toolgate_core::policy::{AskSpec, EvalInput, Policy};
 use toolgate_core::run::{ApprovalStatus, Event, Gate, Outcome, RunState};
 use toolgate_core::store::{Store, StoreError};
+use toolgate_core::time;
 use toolgate_core::{Fingerprint, Principal, Role, ToolCall, ToolError, ToolHints, check_args};
 
 use crate::agent::{Loaded, append_events, append_events_deferred, gate_call};
@@ -220,9 +221,7 @@ pub async fn request_call_kept(
             _ => AskSpec::default(),
         };
         let expires_at = match gate {
-            Gate::Ask { .. } => ask.timeout.map(|timeout| {
-                now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
-            }),
+            Gate::Ask { .. } => ask.timeout.map(|timeout| time::after(now, timeout)),
             _ => None,
         };
         let approval_id = new_id();

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use toolgate_core::audit::hex;
 use toolgate_core::store::{StoreError, TokenRecord};
+use toolgate_core::time::after;
 use toolgate_core::{Principal, Role};
 
 use crate::api::{Body, Id, require_admin};
@@ -133,8 +134,7 @@ pub(crate) async fn create_token(
                          it out for a token that works until it is revoked"
                     ))
                 })?;
-            let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-            Some(now.saturating_add(millis))
+            Some(after(now, duration))
         }
     };
     let principal = Principal::new(body.name, role).groups(body.groups);

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use toolgate_core::store::{DeliveryClaim, NewDelivery};
+use toolgate_core::time::duration_millis;
 
 pub use self::config::{Webhook, WebhookError, WebhookEvent, load_webhooks};
 pub use self::send::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_ID_HEADER, signature};
@@ -184,7 +185,7 @@ impl Dispatcher {
             .max()
             .unwrap_or_default();
         let lease = self.state.config.webhook_lease.max(longest * 2);
-        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let lease = duration_millis(lease);
         let claim = DeliveryClaim {
             claimer: self.claimer.clone(),
             webhooks: self

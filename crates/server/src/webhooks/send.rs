@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
 use sha2::Sha256;
 use toolgate_core::store::{Delivery, DeliveryAttempt, DeliveryNext};
+use toolgate_core::time::after;
 
 use super::Webhook;
 use crate::state::AppState;
@@ -120,8 +121,7 @@ pub(crate) async fn attempt(
             let wait = asked
                 .map(|asked| asked.min(MAX_RETRY_AFTER))
                 .unwrap_or_else(|| backoff(hook, number, rand::random::<f64>()));
-            let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            DeliveryNext::RetryAt(state.now().saturating_add(wait))
+            DeliveryNext::RetryAt(after(state.now(), wait))
         }
     };
     (attempt, next)
