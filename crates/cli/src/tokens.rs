@@ -48,7 +48,7 @@ pub(crate) struct CreateArgs {
     groups: Vec<String>,
     /// The token stops working after this long (e.g. 90d, 12h). Default:
     /// it works until revoked.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
     expires_in: Option<Duration>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -66,6 +66,21 @@ pub(crate) struct ListArgs {
 pub(crate) struct RevokeArgs {
     /// The token's id (tok_…), as `toolgate tokens list` shows it.
     id: String,
+}
+
+/// A token's lifetime: a duration above zero (the server's API refuses a
+/// zero one the same way).
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(format!(
+            "a token that expires after `{text}` would never work; give a duration such as 90d \
+             or 12h, or leave --expires-in out for a token that works until it is revoked"
+        )),
+        Err(error) => Err(format!(
+            "`{text}` is not a duration ({error}); give one such as 90d or 12h"
+        )),
+    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {

@@ -255,6 +255,28 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     let output = env.run(&["tokens", "create", "--name", "two words", "--role", "agent"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("is not one toolgate accepts"));
+    for (lifetime, says) in [("0s", "would never work"), ("soon", "is not a duration")] {
+        let output = env.run(&[
+            "tokens",
+            "create",
+            "--name",
+            "x",
+            "--role",
+            "agent",
+            "--expires-in",
+            lifetime,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{lifetime}");
+        assert!(
+            text(&output.stderr).contains(says),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    // Refused input made no token.
+    let output = env.run(&["tokens", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     drop(server);
 }
 
