@@ -169,11 +169,27 @@ pub struct GrantQuery {
     /// milliseconds): neither revoked, nor used up, nor past their end
     /// ([`Grant::is_live`]). `None` for every grant.
     pub live_at: Option<i64>,
+    /// Only the grants whose scope reaches calls of this run: those for
+    /// any run (for a time, for a number of uses), the run's own and its
+    /// thread's, and not those of other runs and threads. `None` for
+    /// grants of every scope.
+    pub reaching: Option<GrantReach>,
     /// Only grants made before this one (for paging: the last id of the
     /// page before).
     pub before: Option<String>,
     /// At most this many; `None` for all.
     pub limit: Option<usize>,
+}
+
+/// The run a [`GrantQuery`] wants the grants of: see
+/// [`GrantQuery::reaching`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantReach {
+    /// The run's id; `None` for a call of no run, which only the grants
+    /// for any run reach.
+    pub run_id: Option<String>,
+    /// The run's thread, if it has one.
+    pub thread: Option<String>,
 }
 
 impl GrantQuery {
@@ -187,6 +203,19 @@ impl GrantQuery {
         GrantQuery {
             live_at: Some(now),
             ..GrantQuery::default()
+        }
+    }
+
+    /// The same query, for the grants that may cover calls of run
+    /// `run_id` of `thread` (see [`GrantQuery::reaching`]): what a gate
+    /// reads, however many grants other runs and threads have.
+    pub fn reaching(self, run_id: Option<&str>, thread: Option<&str>) -> GrantQuery {
+        GrantQuery {
+            reaching: Some(GrantReach {
+                run_id: run_id.map(str::to_owned),
+                thread: thread.map(str::to_owned),
+            }),
+            ..self
         }
     }
 

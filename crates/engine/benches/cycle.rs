@@ -22,8 +22,9 @@
 //! The store lives in a temporary folder under `TOOLGATE_BENCH_DIR` (default
 //! the system's temporary folder): put it on the disk you want to measure.
 //! `TOOLGATE_BENCH_DEAD_GRANTS=N` first fills it with N used-up grants for
-//! the tool (as a store that has been in use a long time has), and times
-//! reading all grants against reading the live ones.
+//! the tool, and `TOOLGATE_BENCH_RUN_GRANTS=N` with N live grants each for
+//! a run of its own (as a store that has been in use a long time has), and
+//! times what a gate reads of them (see `old_grants`).
 
 /// The allocator of the `toolgate` binary, which runs the engine for the
 /// command line and the server (its `main.rs` says why).
@@ -203,19 +204,68 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Fills the store with `TOOLGATE_BENCH_DEAD_GRANTS` used-up grants for
-/// the bench's tool, if set, and times reading them all (what each call a
-/// gate asks about read before a query of the live ones (`GrantQuery::live`)) and the live ones.
-async fn dead_grants(bench: &Bench) {
-    let Some(n) = std::env::var("TOOLGATE_BENCH_DEAD_GRANTS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-    else {
-        return;
+/// Fills the store with the grants a store that has been in use a long
+/// time has, if asked, and times what a gate reads of them:
+///
+/// - `TOOLGATE_BENCH_DEAD_GRANTS=N`: N used-up grants for the bench's
+///   tool; times reading all grants (what a gate read before it read only
+///   the live ones, `GrantQuery::live`) and the live ones.
+/// - `TOOLGATE_BENCH_RUN_GRANTS=N`: N live grants, each for a run of its
+///   own ("approve for this run"), which stay live until revoked; times
+///   reading the live ones (what a gate read before it read only those
+///   reaching its run, `GrantQuery::reaching`) and those reaching a run.
+async fn old_grants(bench: &Bench) {
+    let count = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
     };
+    if let Some(n) = count("TOOLGATE_BENCH_DEAD_GRANTS") {
+        let filled = fill_grants(bench, n, "dead", |_| {
+            (Some(0), GrantScope::Uses { uses: 1 })
+        })
+        .await;
+        let now = now();
+        let (all, read_all) = timed_grants(bench, &GrantQuery::all()).await;
+        let (live, read_live) = timed_grants(bench, &GrantQuery::live(now)).await;
+        println!(
+            "dead grants: {n} made in {:.1} s; reading all {all}: {}, the live ones ({live}): {}",
+            filled.as_secs_f64(),
+            ms(read_all),
+            ms(read_live)
+        );
+    }
+    if let Some(n) = count("TOOLGATE_BENCH_RUN_GRANTS") {
+        let filled = fill_grants(bench, n, "run", |i| {
+            let run_id = format!("granted-run-{i}");
+            (None, GrantScope::Run { run_id })
+        })
+        .await;
+        let now = now();
+        let (live, read_live) = timed_grants(bench, &GrantQuery::live(now)).await;
+        let reaching = GrantQuery::live(now).reaching(Some("granted-run-7"), None);
+        let (reached, read_reached) = timed_grants(bench, &reaching).await;
+        println!(
+            "run grants: {n} made in {:.1} s; reading the live ones ({live}): {}, those \
+             reaching one run ({reached}): {}",
+            filled.as_secs_f64(),
+            ms(read_live),
+            ms(read_reached)
+        );
+    }
+}
+
+/// Makes `n` grants for the bench's tool, `kind-0` to `kind-(n-1)`, with
+/// the uses left and scope `shape` gives each; how long it took.
+async fn fill_grants(
+    bench: &Bench,
+    n: usize,
+    kind: &str,
+    shape: impl Fn(usize) -> (Option<u32>, GrantScope),
+) -> Duration {
     let started = Instant::now();
     for (batch, ids) in (0..n).collect::<Vec<_>>().chunks(1000).enumerate() {
-        let run_id = format!("dead-grants-{batch}");
+        let run_id = format!("{kind}-grants-{batch}");
         let run = RunRow {
             id: run_id.clone(),
             status: "completed".to_owned(),
@@ -227,16 +277,19 @@ async fn dead_grants(bench: &Bench) {
         };
         let grants = ids
             .iter()
-            .map(|i| Grant {
-                id: format!("dead-{i}"),
-                tool: "count_emails".to_owned(),
-                when: None,
-                uses_left: Some(0),
-                scope: GrantScope::Uses { uses: 1 },
-                created_by: "alice".to_owned(),
-                created_at: 1 + *i as i64,
-                approval_id: None,
-                revoked: None,
+            .map(|&i| {
+                let (uses_left, scope) = shape(i);
+                Grant {
+                    id: format!("{kind}-{i}"),
+                    tool: "count_emails".to_owned(),
+                    when: None,
+                    uses_left,
+                    scope,
+                    created_by: "alice".to_owned(),
+                    created_at: 1 + i as i64,
+                    approval_id: None,
+                    revoked: None,
+                }
             })
             .collect();
         let events = vec![Event::RunStarted {
@@ -255,30 +308,19 @@ async fn dead_grants(bench: &Bench) {
         };
         bench.store.append(append).await.unwrap();
     }
-    let filled = started.elapsed();
-    let now = toolgate_core::time::to_millis(std::time::SystemTime::now());
+    started.elapsed()
+}
+
+/// How many grants `query` gives, and how long reading them took.
+async fn timed_grants(bench: &Bench, query: &GrantQuery) -> (usize, Duration) {
     let t = Instant::now();
-    let all = bench.store.grants(&GrantQuery::all()).await.unwrap().len();
-    let read_all = t.elapsed();
-    let t = Instant::now();
-    let live = bench
-        .store
-        .grants(&GrantQuery::live(now))
-        .await
-        .unwrap()
-        .len();
-    let read_live = t.elapsed();
-    println!(
-        "dead grants: {n} made in {:.1} s; reading all {all}: {}, the live ones ({live}): {}",
-        filled.as_secs_f64(),
-        ms(read_all),
-        ms(read_live)
-    );
+    let n = bench.store.grants(query).await.unwrap().len();
+    (n, t.elapsed())
 }
 
 async fn sequential(n: usize, decider: Decider) {
     let bench = bench();
-    dead_grants(&bench).await;
+    old_grants(&bench).await;
     let approver = Principal::new("alice", Role::Approver);
     for _ in 0..50 {
         cycle(&bench, &approver, decider).await;
@@ -311,7 +353,7 @@ async fn sequential(n: usize, decider: Decider) {
 
 async fn concurrent(tasks: usize, seconds: u64, decider: Decider) {
     let bench = Arc::new(bench());
-    dead_grants(&bench).await;
+    old_grants(&bench).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

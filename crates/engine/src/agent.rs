@@ -789,8 +789,8 @@ impl Agent {
 }
 
 /// What policy, then standing grants, say about one valid call: grants
-/// turn an `ask` into a run, never a `deny`. `grants` caches the store's
-/// grants across the calls of one turn.
+/// turn an `ask` into a run, never a `deny`. `grants` caches the grants
+/// that reach the call's run across the calls of one turn.
 pub(crate) async fn gate_call(
     store: &dyn Store,
     policy: &Policy,
@@ -814,7 +814,12 @@ pub(crate) async fn gate_call(
     if matches!(gate, Gate::Ask { .. }) {
         let live = match grants {
             Some(grants) => grants,
-            None => grants.insert(store.grants(&GrantQuery::live(now)).await?),
+            None => {
+                let run = input.run.as_ref();
+                let query = GrantQuery::live(now)
+                    .reaching(run.map(|run| run.id), run.and_then(|run| run.thread));
+                grants.insert(store.grants(&query).await?)
+            }
         };
         for grant in live.iter().filter(|g| g.covers(input, now)) {
             if store.use_grant(&grant.id).await? {

@@ -63,6 +63,7 @@ macro_rules! store_conformance_tests {
             listings_default_to_50_rows,
             unknown_ids_are_not_found,
             grants_count_down_and_revoke,
+            grants_reach_only_their_run_and_thread,
             grants_are_listed_a_page_at_a_time,
             audit_log_chains_across_runs_and_verifies,
             grant_revocation_is_a_signed_audit_entry,
@@ -1182,6 +1183,74 @@ pub async fn grants_count_down_and_revoke(store: Arc<dyn Store>) {
         kinds[4..],
         ["grant_revoked", "grant_revoked"],
         "each revocation is one audit entry; the repeated one adds none"
+    );
+}
+
+/// A gate's query ([`GrantQuery::reaching`]) gives the live grants of its
+/// run, of its run's thread and for any run, newest first, and none of
+/// other runs and threads, however the ids look.
+pub async fn grants_reach_only_their_run_and_thread(store: Arc<dyn Store>) {
+    let run = |id: &str| GrantScope::Run {
+        run_id: id.to_owned(),
+    };
+    let thread = |name: &str| GrantScope::Thread {
+        thread: name.to_owned(),
+    };
+    let made = [
+        grant("g-mine", run("run-1"), 100),
+        grant("g-other", run("run-2"), 110),
+        grant("g-prefix", run("run-10"), 120),
+        grant("g-thread", thread("t-1"), 130),
+        grant("g-thread-other", thread("t-2"), 140),
+        // A thread named like a run's key reaches that thread only.
+        grant("g-lookalike", thread("run:run-1"), 150),
+        grant("g-until", GrantScope::Until { until: 10_000 }, 160),
+        grant("g-uses", uses(1), 170),
+        grant("g-ended", GrantScope::Until { until: 500 }, 180),
+    ];
+    let mut create = append("run-1", 0, vec![started("Email Bob")]);
+    create.grants = made.to_vec();
+    ok(store.append(create).await);
+    let ids = |query: GrantQuery| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(store.grants(&query).await)
+                .into_iter()
+                .map(|grant| grant.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(GrantQuery::live(1_000).reaching(Some("run-1"), Some("t-1"))).await,
+        ["g-uses", "g-until", "g-thread", "g-mine"],
+        "run-1 of thread t-1"
+    );
+    assert_eq!(
+        ids(GrantQuery::live(1_000).reaching(Some("run-2"), None)).await,
+        ["g-uses", "g-until", "g-other"],
+        "run-2, of no thread"
+    );
+    assert_eq!(
+        ids(GrantQuery::live(1_000).reaching(None, Some("run:run-1"))).await,
+        ["g-uses", "g-until", "g-lookalike"],
+        "no run, of the thread named like run-1's key"
+    );
+    assert_eq!(
+        ids(GrantQuery::live(1_000).reaching(None, None)).await,
+        ["g-uses", "g-until"],
+        "a call of no run: only the grants for any run"
+    );
+    assert!(ok(store.use_grant("g-uses").await));
+    assert!(ok(store.revoke_grant("g-mine", "carol", 600).await));
+    assert_eq!(
+        ids(GrantQuery::live(1_000).reaching(Some("run-1"), Some("t-1"))).await,
+        ["g-until", "g-thread"],
+        "used-up and revoked grants reach no run"
+    );
+    assert_eq!(
+        ids(GrantQuery::all()).await.len(),
+        made.len(),
+        "listings without a run see every grant"
     );
 }
 

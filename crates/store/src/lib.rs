@@ -27,6 +27,7 @@
 pub mod conformance;
 mod json;
 mod postgres;
+mod reach;
 mod sqlite;
 
 pub use postgres::PgStore;

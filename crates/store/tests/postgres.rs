@@ -395,7 +395,7 @@ async fn stores_starting_at_once_make_one_schema_and_one_key() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 4, "every migration ran, once");
+    assert_eq!(version, 5, "every migration ran, once");
     // And again, on a database that has it all already.
     let again = PgStore::connect(&url).await.unwrap();
     assert_eq!(again.public_key().await.unwrap(), keys[0]);

@@ -323,15 +323,21 @@ impl Writer {
         let grant_sql = tx
             .prepare_cached(
                 "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by,
-                     created_at, approval_id, revoked_by, revoked_at, ends_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     created_at, approval_id, revoked_by, revoked_at, ends_at, reach)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .await
             .map_err(sql)?;
         let move_sql = tx.prepare_cached(STORE_HEAD).await.map_err(sql)?;
 
-        // A grant's uses left, revocation (by, at) and end.
-        type GrantValues<'a> = (Option<i64>, Option<&'a String>, Option<i64>, Option<i64>);
+        // A grant's uses left, revocation (by, at), end and reach.
+        type GrantValues<'a> = (
+            Option<i64>,
+            Option<&'a String>,
+            Option<i64>,
+            Option<i64>,
+            String,
+        );
         // The values each statement's parameters point into, for every
         // append taken.
         struct Values<'a> {
@@ -390,6 +396,7 @@ impl Writer {
                             grant.revoked.as_ref().map(|r| &r.by),
                             grant.revoked.as_ref().map(|r| r.at),
                             grant.ends_at(),
+                            crate::reach::key(&grant.scope),
                         )
                     })
                     .collect(),
@@ -444,7 +451,7 @@ impl Writer {
                     ],
                 ));
             }
-            for ((grant, scope), (uses_left, revoked_by, revoked_at, ends_at)) in
+            for ((grant, scope), (uses_left, revoked_by, revoked_at, ends_at, reach)) in
                 append.grants.iter().zip(&values.grants)
             {
                 statements.push((
@@ -462,6 +469,7 @@ impl Writer {
                         revoked_by,
                         revoked_at,
                         ends_at,
+                        reach,
                     ],
                 ));
             }

@@ -662,8 +662,13 @@ impl Store for PgStore {
         let limit = query
             .limit
             .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let reach = query.reaching.as_ref().map(crate::reach::keys);
         let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
         let mut conditions = Vec::new();
+        if let Some(reach) = &reach {
+            values.push(reach);
+            conditions.push(format!("reach = ANY(${})", values.len()));
+        }
         if let Some(now) = &query.live_at {
             // The condition of the partial index `grants_live`, word for
             // word, so that the planner can use it.

@@ -205,6 +205,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_live ON grants (ends_at)
         WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0);
     "#,
+    // 5: which runs a grant reaches, first in the index of live grants
+    // (see `crate::reach` and the SQLite schema's migration 6).
+    r#"
+    ALTER TABLE grants ADD COLUMN reach TEXT COLLATE "C" NOT NULL DEFAULT '';
+    UPDATE grants SET reach = CASE scope::jsonb ->> 'scope'
+        WHEN 'run' THEN 'run:' || (scope::jsonb ->> 'run_id')
+        WHEN 'thread' THEN 'thread:' || (scope::jsonb ->> 'thread')
+        ELSE '' END;
+    DROP INDEX grants_live;
+    CREATE INDEX grants_live ON grants (reach, ends_at)
+        WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0);
+    "#,
 ];
 
 /// Where a URL points, for messages: host(s), port(s), database and user,

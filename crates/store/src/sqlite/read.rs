@@ -602,6 +602,18 @@ pub(crate) fn grants(conn: &Connection, query: &GrantQuery) -> Result<Vec<Grant>
             values.len()
         ));
     }
+    if let Some(reach) = &query.reaching {
+        let keys = crate::reach::keys(reach);
+        let first = values.len() + 1;
+        conditions.push(format!(
+            "reach IN ({})",
+            (first..first + keys.len())
+                .map(|n| format!("?{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        values.extend(keys.into_iter().map(Value::Text));
+    }
     if let Some(id) = &query.before {
         // A grant's creation time never changes, so the page's start may
         // be read on its own.

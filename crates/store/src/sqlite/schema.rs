@@ -213,6 +213,20 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX approvals_by_run;
     CREATE INDEX approvals_by_run ON approvals (run, created_at);
     "#,
+    // 6: which runs a grant reaches (see `crate::reach`), first in the
+    // index of live grants: a gate reads the grants for any run and its
+    // run's and thread's, not the run-scoped grants of every run there
+    // has been (which stay live until revoked).
+    r#"
+    ALTER TABLE grants ADD COLUMN reach TEXT NOT NULL DEFAULT '';
+    UPDATE grants SET reach = CASE json_extract(scope, '$.scope')
+        WHEN 'run' THEN 'run:' || json_extract(scope, '$.run_id')
+        WHEN 'thread' THEN 'thread:' || json_extract(scope, '$.thread')
+        ELSE '' END;
+    DROP INDEX grants_live;
+    CREATE INDEX grants_live ON grants (reach, ends_at)
+        WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0);
+    "#,
 ];
 
 /// What the writer needs from the database when it starts.
@@ -469,6 +483,46 @@ mod tests {
             .map(|grant| grant.id)
             .collect();
         assert_eq!(live, ["g-run"]);
+    }
+
+    /// Migration 6 gives the grants made before it their reach, and a
+    /// gate's query finds them through the index by reach.
+    #[test]
+    fn grants_made_before_migration_6_reach_their_runs() {
+        let conn = Connection::open_in_memory().unwrap();
+        for script in &MIGRATIONS[..5] {
+            conn.execute_batch(script).unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO grants (id, tool, scope, created_by, created_at)
+               VALUES ('g-run', 'send_*', '{"scope":"run","run_id":"run-1"}', 'bob', 1),
+                      ('g-other', 'send_*', '{"scope":"run","run_id":"run-2"}', 'bob', 2),
+                      ('g-thread', 'send_*', '{"scope":"thread","thread":"t-1"}', 'bob', 3),
+                      ('g-uses', 'send_*', '{"scope":"uses","uses":2}', 'bob', 4);
+               UPDATE grants SET uses_left = 2 WHERE id = 'g-uses';"#,
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[5]).unwrap();
+        let query = GrantQuery::live(1_000).reaching(Some("run-1"), Some("t-1"));
+        let reached: Vec<String> = crate::sqlite::read::grants(&conn, &query)
+            .unwrap()
+            .into_iter()
+            .map(|grant| grant.id)
+            .collect();
+        assert_eq!(reached, ["g-uses", "g-thread", "g-run"]);
+        let plan: String = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM grants INDEXED BY grants_live
+                 WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
+                 AND (ends_at IS NULL OR ends_at > 5) AND reach IN ('', 'run:run-1')",
+            )
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n");
+        assert!(plan.contains("grants_live (reach=?"), "{plan}");
     }
 
     /// Migration 5 indexes a run's approvals by time alone: approvals

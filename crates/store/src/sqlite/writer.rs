@@ -886,8 +886,8 @@ fn append_events(
     for (grant, scope) in &append.grants {
         conn.prepare_cached(
             "INSERT INTO grants (id, tool, condition, scope, uses_left, created_by, created_at,
-                 approval_id, revoked_by, revoked_at, ends_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 approval_id, revoked_by, revoked_at, ends_at, reach)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -902,6 +902,7 @@ fn append_events(
                 grant.revoked.as_ref().map(|r| &r.by),
                 grant.revoked.as_ref().map(|r| r.at),
                 grant.ends_at(),
+                crate::reach::key(&grant.scope),
             ])
         })
         .map_err(|error| sqlite_failed(format!("{}: grant {}", what(), grant.id), &error))?;
