@@ -602,18 +602,6 @@ pub(crate) fn grants(conn: &Connection, query: &GrantQuery) -> Result<Vec<Grant>
             values.len()
         ));
     }
-    if let Some(reach) = &query.reaching {
-        let keys = crate::reach::keys(reach);
-        let first = values.len() + 1;
-        conditions.push(format!(
-            "reach IN ({})",
-            (first..first + keys.len())
-                .map(|n| format!("?{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        values.extend(keys.into_iter().map(Value::Text));
-    }
     if let Some(id) = &query.before {
         // A grant's creation time never changes, so the page's start may
         // be read on its own.
@@ -625,6 +613,28 @@ pub(crate) fn grants(conn: &Connection, query: &GrantQuery) -> Result<Vec<Grant>
             values.len() - 1,
             values.len()
         ));
+    }
+    if let Some(reach) = &query.reaching {
+        // One index lookup per reach (for any run, the run's, its
+        // thread's), and the few grants found sorted here: `reach IN
+        // (…)` and `ORDER BY` would each make SQLite build a temporary
+        // b-tree, which costs more than the reads.
+        conditions.push(format!("reach = ?{}", values.len() + 1));
+        text.push_str(" WHERE ");
+        text.push_str(&conditions.join(" AND "));
+        // One snapshot (and one read transaction) for the lookups.
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|error| sqlite_failed(what(), &error))?;
+        let mut grants = Vec::new();
+        for key in crate::reach::keys(reach) {
+            let params = values.iter().cloned().chain([Value::Text(key)]);
+            grants.extend(grants_where(&tx, &text, params_from_iter(params), &what)?);
+        }
+        drop(tx);
+        grants.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        grants.truncate(query.limit.unwrap_or(usize::MAX));
+        return Ok(grants);
     }
     if !conditions.is_empty() {
         text.push_str(" WHERE ");

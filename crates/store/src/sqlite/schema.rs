@@ -514,7 +514,7 @@ mod tests {
             .prepare(
                 "EXPLAIN QUERY PLAN SELECT id FROM grants INDEXED BY grants_live
                  WHERE revoked_at IS NULL AND (uses_left IS NULL OR uses_left > 0)
-                 AND (ends_at IS NULL OR ends_at > 5) AND reach IN ('', 'run:run-1')",
+                 AND (ends_at IS NULL OR ends_at > 5) AND reach = 'run:run-1'",
             )
             .unwrap()
             .query_map([], |row| row.get::<_, String>(3))
