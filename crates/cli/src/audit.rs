@@ -247,15 +247,29 @@ fn entries_table(entries: &[AuditEntry]) -> Table {
     table
 }
 
+/// What an entry outside runs records (a grant or a token changed), in a
+/// few words; `None` for other entries.
+fn act_outside_runs(entry: &AuditEntry) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(&entry.body).unwrap_or_default();
+    let field = |name: &str| body[name].as_str().unwrap_or("?").to_owned();
+    let by = field("by");
+    Some(match entry.kind.as_str() {
+        "grant_revoked" => format!("{by} revoked grant {}", field("grant_id")),
+        "token_revoked" => format!("{by} revoked token {}", field("token_id")),
+        "token_created" => format!(
+            "{by} made token {} for {} ({})",
+            field("token_id"),
+            field("name"),
+            field("role")
+        ),
+        _ => return None,
+    })
+}
+
 /// What an entry records, in a few words.
 fn summary(entry: &AuditEntry) -> String {
-    if entry.kind == "grant_revoked" {
-        let body: serde_json::Value = serde_json::from_str(&entry.body).unwrap_or_default();
-        return format!(
-            "{} revoked grant {}",
-            body["by"].as_str().unwrap_or("?"),
-            body["grant_id"].as_str().unwrap_or("?")
-        );
+    if let Some(act) = act_outside_runs(entry) {
+        return act;
     }
     let Ok(event) = serde_json::from_str::<Event>(&entry.body) else {
         return format!("({} bytes)", entry.body.len());

@@ -173,7 +173,10 @@ async fn list(args: ListArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode
 
 async fn revoke(args: RevokeArgs, store_args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let store = store_args.open_store().await?;
-    match store.revoke_token(&args.id, now()).await {
+    match store
+        .revoke_token(&args.id, &local_principal().name, now())
+        .await
+    {
         Ok(true) => {
             outln(&format!(
                 "Revoked token {}: requests with it are refused from now on (a server that \

@@ -277,6 +277,36 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     let output = env.run(&["tokens", "list", "--json"]);
     let list: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // The audit log says who made the token for whom and who revoked it,
+    // signed, and never holds the secret.
+    let output = env.run(&["audit", "export", "--json"]);
+    let exported = text(&output.stdout);
+    assert!(!exported.contains(&secret));
+    let entries: Vec<Value> = exported
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["token_created", "token_revoked"], "{exported}");
+    assert!(
+        entries.iter().all(|e| e["signature"].is_string()),
+        "{exported}"
+    );
+    let table = text(&env.run(&["audit", "export"]).stdout);
+    assert!(
+        table.contains(&format!("admin made token {id} for alice (approver)")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("admin revoked token {id}")),
+        "{table}"
+    );
+    let output = env.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
     drop(server);
 }
 

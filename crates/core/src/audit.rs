@@ -16,7 +16,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The kinds of entry that record an act of a person, and so are signed.
-pub const SIGNED_KINDS: [&str; 3] = ["decision_recorded", "in_doubt_resolved", "grant_revoked"];
+pub const SIGNED_KINDS: [&str; 5] = [
+    "decision_recorded",
+    "in_doubt_resolved",
+    "grant_revoked",
+    "token_created",
+    "token_revoked",
+];
 
 /// One entry of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

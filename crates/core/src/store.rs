@@ -608,7 +608,9 @@ pub trait Store: Send + Sync {
     /// How many approvals have this status.
     async fn approval_count(&self, status: ApprovalStatus) -> Result<u64, StoreError>;
 
-    /// Keeps a new API token. Its id and hash must be new.
+    /// Keeps a new API token. Its id and hash must be new. A signed audit
+    /// entry (`token_created`) records who made it for whom, never its
+    /// secret or hash.
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
 
     /// The token whose secret has this SHA-256, revoked and expired ones
@@ -618,9 +620,10 @@ pub trait Store: Send + Sync {
     /// All tokens, newest first, revoked ones included.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Revokes a token at `at`; false when it was revoked already,
-    /// [`StoreError::NotFound`] for an unknown id.
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Revokes a token at `at`, by principal `by`, which a signed audit
+    /// entry (`token_revoked`) records; false when it was revoked already
+    /// (no entry then), [`StoreError::NotFound`] for an unknown id.
+    async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError>;
 
     /// How far the audit log has been turned into deliveries for
     /// `webhook`: the last audit entry looked at. A webhook the store has

@@ -240,8 +240,8 @@ impl Store for Recording {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.tokens().await
     }
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        self.inner.revoke_token(id, at).await
+    async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, by, at).await
     }
     async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {
         self.inner.webhook_cursor(webhook, start).await

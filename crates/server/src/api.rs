@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use toolgate_core::grant::{GrantRequest, GrantSpec};
 use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{ApprovalQuery, DeliveryQuery, DeliveryStatus, GrantQuery, StoreError};
-use toolgate_core::{Fingerprint, Role, ToolHints};
+use toolgate_core::{Fingerprint, ToolHints};
 use toolgate_engine::{
     ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide_detailed,
     expire_approval, request_call,
@@ -615,7 +615,7 @@ pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Resul
         }
         Err(error) => return Err(error.into()),
     };
-    if caller.principal().role != Role::Admin && grant.created_by != caller.name() {
+    if !caller.is_admin() && grant.created_by != caller.name() {
         return Err(Problem::forbidden(format!(
             "grant {id} was made by {}; only they and admins may revoke it",
             grant.created_by
@@ -701,7 +701,7 @@ pub(crate) async fn list_deliveries(
 
 /// Refuses a caller who is not an admin: only admins `what`.
 pub(crate) fn require_admin(caller: &Caller, what: &str) -> Result<(), Problem> {
-    if caller.principal().role == Role::Admin {
+    if caller.is_admin() {
         return Ok(());
     }
     Err(Problem::forbidden(format!(

@@ -45,6 +45,10 @@ impl Caller {
         self.token.principal.role == Role::Agent
     }
 
+    pub(crate) fn is_admin(&self) -> bool {
+        self.token.principal.role == Role::Admin
+    }
+
     /// True when run `run_id` was started by this caller. Who started a run
     /// is in its first event, so only that one is folded.
     pub(crate) async fn started(

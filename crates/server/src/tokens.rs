@@ -223,7 +223,11 @@ pub(crate) async fn revoke_token(
     Id(id): Id,
 ) -> Result<StatusCode, Problem> {
     require_admin(&caller, "revoke tokens")?;
-    match state.store.revoke_token(&id, state.now()).await {
+    match state
+        .store
+        .revoke_token(&id, caller.name(), state.now())
+        .await
+    {
         Ok(true) => {
             state.forget_token(&id);
             Ok(StatusCode::NO_CONTENT)

@@ -569,7 +569,11 @@ async fn every_endpoint_refuses_a_missing_or_bad_token() {
             .find(|t| t.principal.name == "gone")
             .unwrap()
             .id;
-        server.store.revoke_token(id, common::now()).await.unwrap();
+        server
+            .store
+            .revoke_token(id, "admin", common::now())
+            .await
+            .unwrap();
         secret
     };
     for (method, path) in endpoints {
@@ -770,6 +774,33 @@ async fn admins_make_list_and_revoke_tokens_over_http() {
     assert_eq!(view["state"], "expired");
     let (status, _) = server.get("/v1/me", brief["token"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The audit log names the admin who made and revoked tokens over HTTP.
+    let acts: Vec<(String, Value)> = server
+        .store
+        .audit(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.kind.starts_with("token_"))
+        .map(|entry| (entry.kind, serde_json::from_str(&entry.body).unwrap()))
+        .collect();
+    let made_by_root: Vec<&str> = acts
+        .iter()
+        .filter(|(kind, body)| kind == "token_created" && body["by"] == "root")
+        .map(|(_, body)| body["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(made_by_root, ["alice", "brief"], "{acts:?}");
+    let revoked: Vec<&Value> = acts
+        .iter()
+        .filter(|(kind, _)| kind == "token_revoked")
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(revoked.len(), 1, "the refused second revocation adds none");
+    assert_eq!(
+        (&revoked[0]["token_id"], &revoked[0]["by"]),
+        (&json!(id), &json!("root"))
+    );
     server.stop().await;
 }
 

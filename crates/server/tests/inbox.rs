@@ -142,7 +142,11 @@ async fn wrong_revoked_and_expired_tokens_get_the_form_again_and_no_cookie() {
         .find(|t| t.principal.name == "gone")
         .unwrap()
         .id;
-    server.store.revoke_token(&id, now()).await.unwrap();
+    server
+        .store
+        .revoke_token(&id, "admin", now())
+        .await
+        .unwrap();
     let expired = issue_token(
         Principal::new("late", Role::Approver),
         "test",
@@ -195,7 +199,11 @@ async fn a_session_ends_when_its_token_is_revoked() {
     web.sign_in(&alice).await;
     assert_eq!(web.get("/inbox").await.status, StatusCode::OK);
     let id = server.store.tokens().await.unwrap()[0].id.clone();
-    server.store.revoke_token(&id, now()).await.unwrap();
+    server
+        .store
+        .revoke_token(&id, "admin", now())
+        .await
+        .unwrap();
 
     let page = web.get("/inbox/grants").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);

@@ -803,9 +803,9 @@ pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) 
     );
     assert_eq!(ok(store.tokens().await).len(), 2);
 
-    assert!(ok(store.revoke_token("t-alice", 500).await));
+    assert!(ok(store.revoke_token("t-alice", "carol", 500).await));
     assert!(
-        !ok(store.revoke_token("t-alice", 600).await),
+        !ok(store.revoke_token("t-alice", "dave", 600).await),
         "revoked already"
     );
     let revoked = ok(store.token_by_hash(&[1; 32]).await).unwrap();
@@ -813,10 +813,42 @@ pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) 
     assert!(!revoked.is_live(501));
     assert!(bot.is_live(i64::MAX));
     assert!(!alice.is_live(1100), "expired");
-    match store.revoke_token("t-nobody", 1).await {
+    match store.revoke_token("t-nobody", "carol", 1).await {
         Err(StoreError::NotFound { what: "token", id }) => assert_eq!(id, "t-nobody"),
         other => panic!("an unknown token should not be found: {other:?}"),
     }
+
+    // Each token made and each revocation is one signed audit entry, in
+    // order, saying who did what; refused writes and the repeated
+    // revocation add none, and no entry holds a secret's hash.
+    let entries = verified_audit(&*store).await;
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["token_created", "token_created", "token_revoked"]);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.signature.is_some() && e.run_id.is_none())
+    );
+    let body =
+        |index: usize| -> serde_json::Value { serde_json::from_str(&entries[index].body).unwrap() };
+    assert_eq!(
+        body(0),
+        serde_json::json!({
+            "type": "token_created", "token_id": "t-alice", "name": "user-t-alice",
+            "role": "approver", "groups": ["ops", "sre"], "by": "admin", "at": 100,
+            "expires_at": 1100,
+        })
+    );
+    assert_eq!(body(1)["expires_at"], serde_json::Value::Null);
+    assert_eq!(
+        body(2),
+        serde_json::json!({ "type": "token_revoked", "token_id": "t-alice", "by": "carol", "at": 500 })
+    );
+    let hash_hex = toolgate_core::audit::hex(&[1; 32]);
+    assert!(
+        entries.iter().all(|e| !e.body.contains(&hash_hex)),
+        "no entry holds a token's hash"
+    );
 }
 
 /// Due approvals are the pending ones whose time is up, soonest first.

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use toolgate_core::grant::Grant;
 use toolgate_core::run::Event;
-use toolgate_core::store::{Append, ApprovalRow, RunRow, StoreError};
+use toolgate_core::store::{Append, ApprovalRow, RunRow, StoreError, TokenRecord};
 
 /// An append, checked ([`Append::check`]) and turned into JSON text.
 pub(crate) struct AppendJson {
@@ -96,4 +96,31 @@ pub(crate) fn read<T: DeserializeOwned>(
             what()
         ))
     })
+}
+
+/// The body of the audit entry of a grant's revocation (`grant_revoked`).
+pub(crate) fn grant_revoked(id: &str, by: &str, at: i64) -> String {
+    serde_json::json!({ "type": "grant_revoked", "grant_id": id, "by": by, "at": at }).to_string()
+}
+
+/// The body of the audit entry of a new token (`token_created`): who made
+/// it, for whom, with what role and groups, until when; never its secret
+/// or the secret's hash.
+pub(crate) fn token_created(token: &TokenRecord) -> String {
+    serde_json::json!({
+        "type": "token_created",
+        "token_id": token.id,
+        "name": token.principal.name,
+        "role": token.principal.role.as_str(),
+        "groups": token.principal.groups,
+        "by": token.created_by,
+        "at": token.created_at,
+        "expires_at": token.expires_at,
+    })
+    .to_string()
+}
+
+/// The body of the audit entry of a token's revocation (`token_revoked`).
+pub(crate) fn token_revoked(id: &str, by: &str, at: i64) -> String {
+    serde_json::json!({ "type": "token_revoked", "token_id": id, "by": by, "at": at }).to_string()
 }

@@ -798,13 +798,7 @@ impl Store for PgStore {
                 })
             };
         }
-        let body = serde_json::json!({
-            "type": "grant_revoked",
-            "grant_id": id,
-            "by": by,
-            "at": at,
-        })
-        .to_string();
+        let body = crate::json::grant_revoked(id, by, at);
         insert_entry(&tx, self.signer(), &mut head, None, "grant_revoked", &body)
             .await
             .map_err(sql)?;
@@ -1006,32 +1000,40 @@ impl Store for PgStore {
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let what = || format!("cannot create token {}", token.id);
+        let sql = |error: tokio_postgres::Error| failed(what(), &error);
         let groups = serde_json::to_string(&token.principal.groups)
             .map_err(|error| corrupt(format!("{}: {error}", what())))?;
-        let client = self.client().await?;
-        let statement = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        let mut head = lock_head(&tx, &what).await?;
+        let statement = tx
             .prepare_cached(&format!(
                 "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .await
-            .map_err(|error| failed(what(), &error))?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &token.id,
-                    &&token.hash[..],
-                    &token.principal.name,
-                    &token.principal.role.as_str(),
-                    &groups,
-                    &token.created_at,
-                    &token.created_by,
-                    &token.expires_at,
-                    &token.revoked_at,
-                ],
-            )
+            .map_err(sql)?;
+        tx.execute(
+            &statement,
+            &[
+                &token.id,
+                &&token.hash[..],
+                &token.principal.name,
+                &token.principal.role.as_str(),
+                &groups,
+                &token.created_at,
+                &token.created_by,
+                &token.expires_at,
+                &token.revoked_at,
+            ],
+        )
+        .await
+        .map_err(sql)?;
+        let body = crate::json::token_created(token);
+        insert_entry(&tx, self.signer(), &mut head, None, "token_created", &body)
             .await
-            .map_err(|error| failed(what(), &error))?;
+            .map_err(sql)?;
+        store_head(&tx, &head).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
         Ok(())
     }
 
@@ -1068,30 +1070,45 @@ impl Store for PgStore {
         rows.iter().map(token_record).collect()
     }
 
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
         let what = || format!("cannot revoke token {id}");
         let sql = |error: tokio_postgres::Error| failed(what(), &error);
-        let client = self.client().await?;
-        let statement = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        let mut head = lock_head(&tx, &what).await?;
+        let statement = tx
             .prepare_cached(
                 "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             )
             .await
             .map_err(sql)?;
-        if client.execute(&statement, &[&id, &at]).await.map_err(sql)? > 0 {
-            return Ok(true);
+        if tx.execute(&statement, &[&id, &at]).await.map_err(sql)? == 0 {
+            let statement = tx
+                .prepare_cached("SELECT 1 FROM tokens WHERE id = $1")
+                .await
+                .map_err(sql)?;
+            let exists = tx
+                .query_opt(&statement, &[&id])
+                .await
+                .map_err(sql)?
+                .is_some();
+            let _ = tx.rollback().await;
+            return if exists {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound {
+                    what: "token",
+                    id: id.to_owned(),
+                })
+            };
         }
-        let statement = client
-            .prepare_cached("SELECT 1 FROM tokens WHERE id = $1")
+        let body = crate::json::token_revoked(id, by, at);
+        insert_entry(&tx, self.signer(), &mut head, None, "token_revoked", &body)
             .await
             .map_err(sql)?;
-        match client.query_opt(&statement, &[&id]).await.map_err(sql)? {
-            Some(_) => Ok(false),
-            None => Err(StoreError::NotFound {
-                what: "token",
-                id: id.to_owned(),
-            }),
-        }
+        store_head(&tx, &head).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(true)
     }
 
     async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {

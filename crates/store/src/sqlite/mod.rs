@@ -142,14 +142,26 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Runs a write that adds no audit entry on the writer thread, in the
-    /// batch's transaction.
+    /// Runs a write outside runs that adds no audit entry on the writer
+    /// thread, in the batch's transaction.
     async fn plain<T: Send + 'static>(
         &self,
         write: impl Fn(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let boxed: writer::PlainWrite =
-            Box::new(move |conn| write(conn).map(|value| Box::new(value) as Box<dyn Any + Send>));
+        self.audited(move |conn, _| write(conn)).await
+    }
+
+    /// Runs a write outside runs that may add audit entries on the writer
+    /// thread, in the batch's transaction.
+    async fn audited<T: Send + 'static>(
+        &self,
+        write: impl Fn(&rusqlite::Connection, &mut writer::Audit<'_>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let boxed: writer::PlainWrite = Box::new(move |conn, audit| {
+            write(conn, audit).map(|value| Box::new(value) as Box<dyn Any + Send>)
+        });
         let value = self.write(|reply| Request::Plain(boxed, reply)).await?;
         value.downcast::<T>().map(|value| *value).map_err(|_| {
             StoreError::Backend("the store's writer answered with a value of the wrong type".into())
@@ -288,7 +300,7 @@ impl Store for SqliteStore {
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let token = token.clone();
-        self.plain(move |conn| tokens::create(conn, &token))
+        self.audited(move |conn, audit| tokens::create(conn, audit, &token))
             .await
             .map(drop)
     }
@@ -304,9 +316,10 @@ impl Store for SqliteStore {
         self.readers.run(tokens::all).await
     }
 
-    async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.plain(move |conn| tokens::revoke(conn, &id, at)).await
+    async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.audited(move |conn, audit| tokens::revoke(conn, audit, &id, &by, at))
+            .await
     }
 
     async fn lease_run(

@@ -1,5 +1,6 @@
 //! API tokens, approval counts and the audit log's head: small queries
-//! beside the audit log. Token writes add no audit entry.
+//! beside the audit log. Making and revoking a token each add a signed
+//! audit entry.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use toolgate_core::run::ApprovalStatus;
@@ -8,13 +9,18 @@ use toolgate_core::{Principal, Role};
 
 use super::codes;
 use super::error::{corrupt, sqlite_failed};
+use super::writer::Audit;
 use crate::json::read as json;
 
 const COLUMNS: &str =
     "id, hash, name, role, groups, created_at, created_by, expires_at, revoked_at";
 
-/// Adds a token (in the writer's transaction).
-pub(crate) fn create(conn: &Connection, token: &TokenRecord) -> Result<bool, StoreError> {
+/// Adds a token and its audit entry (in the writer's transaction).
+pub(crate) fn create(
+    conn: &Connection,
+    audit: &mut Audit<'_>,
+    token: &TokenRecord,
+) -> Result<bool, StoreError> {
     let groups = serde_json::to_string(&token.principal.groups)
         .map_err(|error| corrupt(format!("cannot write token {}: {error}", token.id)))?;
     conn.prepare_cached(&format!(
@@ -34,17 +40,30 @@ pub(crate) fn create(conn: &Connection, token: &TokenRecord) -> Result<bool, Sto
         ])
     })
     .map_err(|error| sqlite_failed(format!("cannot create token {}", token.id), &error))?;
+    audit.record(conn, "token_created", &crate::json::token_created(token))?;
     Ok(true)
 }
 
-/// Revokes a token (in the writer's transaction).
-pub(crate) fn revoke(conn: &Connection, id: &str, at: i64) -> Result<bool, StoreError> {
+/// Revokes a token and records who did in the audit log (in the writer's
+/// transaction).
+pub(crate) fn revoke(
+    conn: &Connection,
+    audit: &mut Audit<'_>,
+    id: &str,
+    by: &str,
+    at: i64,
+) -> Result<bool, StoreError> {
     let sql = |error: rusqlite::Error| sqlite_failed(format!("cannot revoke token {id}"), &error);
     let changed = conn
         .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
         .and_then(|mut statement| statement.execute(params![id, at]))
         .map_err(sql)?;
     if changed > 0 {
+        audit.record(
+            conn,
+            "token_revoked",
+            &crate::json::token_revoked(id, by, at),
+        )?;
         return Ok(true);
     }
     let exists = conn

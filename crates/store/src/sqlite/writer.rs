@@ -65,16 +65,48 @@ pub(crate) enum Request {
     UseGrant(String, Reply<bool>),
     /// [`toolgate_core::store::Store::revoke_grant`].
     RevokeGrant(Revoke, Reply<bool>),
-    /// A write outside the audit log (tokens, run leases), in its own
-    /// savepoint when the batch has them.
+    /// A write outside runs (tokens, run leases, the webhook outbox), in
+    /// its own savepoint when the batch has them.
     Plain(PlainWrite, Reply<Box<dyn Any + Send>>),
 }
 
-/// A write that adds no audit entry (see `super::tokens` and
-/// `super::leases`), answering with a value of its own type. It may run
-/// twice: a batch that must be isolated runs again with savepoints.
+/// A write outside runs (see `super::tokens` and `super::leases`), which
+/// may add audit entries of its own through its [`Audit`], answering with
+/// a value of its own type. It may run twice: a batch that must be
+/// isolated runs again with savepoints.
 pub(crate) type PlainWrite =
-    Box<dyn Fn(&Connection) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+    Box<dyn Fn(&Connection, &mut Audit<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+
+/// How a write outside runs adds entries to the audit log: chained to the
+/// batch's head, and signed when their kind is.
+pub(crate) struct Audit<'a> {
+    signer: &'a Signer32,
+    head: &'a mut Head,
+    now: i64,
+}
+
+impl Audit<'_> {
+    /// Appends an entry of `kind` with JSON `body`, outside any run.
+    pub(crate) fn record(
+        &mut self,
+        conn: &Connection,
+        kind: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let what = || format!("cannot add a {kind} entry to the audit log");
+        let stored = body::encode(body).map_err(|error| failed(what(), error))?;
+        insert_entry(
+            conn,
+            self.signer,
+            self.head,
+            None,
+            self.now,
+            kind,
+            (body, &stored),
+        )
+        .map_err(|error| sqlite_failed(what(), &error))
+    }
+}
 
 /// A grant to revoke.
 pub(crate) struct Revoke {
@@ -475,13 +507,16 @@ impl Writer {
                     savepoints,
                     &mut head,
                     &mut lost,
-                    |conn, signer, head| revoke_grant(conn, signer, head, revoke, now),
+                    |conn, signer, head| {
+                        revoke_grant(conn, &mut Audit { signer, head, now }, revoke)
+                    },
                 )),
-                Request::Plain(write, _) => {
-                    Outcome::Value(
-                        self.request(savepoints, &mut head, &mut lost, |conn, _, _| write(conn)),
-                    )
-                }
+                Request::Plain(write, _) => Outcome::Value(self.request(
+                    savepoints,
+                    &mut head,
+                    &mut lost,
+                    |conn, signer, head| write(conn, &mut Audit { signer, head, now }),
+                )),
             };
             // The counter of rows changed is a second witness that a failed
             // request wrote nothing.
@@ -962,10 +997,8 @@ fn use_grant(conn: &Connection, id: &str) -> Result<bool, StoreError> {
 /// records who revoked it in the audit log, signed.
 fn revoke_grant(
     conn: &Connection,
-    signer: &Signer32,
-    head: &mut Head,
+    audit: &mut Audit<'_>,
     revoke: &Revoke,
-    now: i64,
 ) -> Result<bool, StoreError> {
     let Revoke { id, by, at } = revoke;
     let sql = |error: rusqlite::Error| sqlite_failed(format!("cannot revoke grant {id}"), &error);
@@ -990,24 +1023,10 @@ fn revoke_grant(
             })
         };
     }
-    let body = serde_json::json!({
-        "type": "grant_revoked",
-        "grant_id": id,
-        "by": by,
-        "at": at,
-    })
-    .to_string();
-    let stored = body::encode(&body)
-        .map_err(|error| failed(format!("cannot revoke grant {id}: cannot compress"), error))?;
-    insert_entry(
+    audit.record(
         conn,
-        signer,
-        head,
-        None,
-        now,
         "grant_revoked",
-        (&body, &stored),
-    )
-    .map_err(sql)?;
+        &crate::json::grant_revoked(id, by, *at),
+    )?;
     Ok(true)
 }
