@@ -417,6 +417,54 @@ const GRANT_COLUMNS: &str = "id, tool, condition, scope, uses_left, created_by, 
     approval_id, revoked_by, revoked_at";
 
 impl PgStore {
+    /// Revokes the `what` (a grant or a token: table `{what}s`) with id
+    /// `id` by running `update` (which sets its revocation where it has
+    /// none; `$1` is the id) with `params`, and adds the audit entry of
+    /// `kind` with `body`, in one transaction that holds the audit head.
+    /// False when it was revoked already (no entry then).
+    async fn revoke_audited(
+        &self,
+        what: &'static str,
+        id: &str,
+        update: &str,
+        params: &[&(dyn ToSql + Sync)],
+        kind: &str,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let why = || format!("cannot revoke {what} {id}");
+        let sql = |error: tokio_postgres::Error| failed(why(), &error);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        let mut head = lock_head(&tx, &why).await?;
+        let statement = tx.prepare_cached(update).await.map_err(sql)?;
+        if tx.execute(&statement, params).await.map_err(sql)? == 0 {
+            let statement = tx
+                .prepare_cached(&format!("SELECT 1 FROM {what}s WHERE id = $1"))
+                .await
+                .map_err(sql)?;
+            let exists = tx
+                .query_opt(&statement, &[&id])
+                .await
+                .map_err(sql)?
+                .is_some();
+            let _ = tx.rollback().await;
+            return if exists {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound {
+                    what,
+                    id: id.to_owned(),
+                })
+            };
+        }
+        insert_entry(&tx, self.signer(), &mut head, None, kind, body)
+            .await
+            .map_err(sql)?;
+        store_head(&tx, &head).await.map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(true)
+    }
+
     /// The grants of `sql` (which selects [`GRANT_COLUMNS`]) with `params`.
     async fn grants_where(
         &self,
@@ -762,49 +810,16 @@ impl Store for PgStore {
     }
 
     async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
-        let what = || format!("cannot revoke grant {id}");
-        let sql = |error: tokio_postgres::Error| failed(what(), &error);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(sql)?;
-        let mut head = lock_head(&tx, &what).await?;
-        let statement = tx
-            .prepare_cached(
-                "UPDATE grants SET revoked_by = $2, revoked_at = $3
-                 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .await
-            .map_err(sql)?;
-        let changed = tx
-            .execute(&statement, &[&id, &by, &at])
-            .await
-            .map_err(sql)?;
-        if changed == 0 {
-            let statement = tx
-                .prepare_cached("SELECT 1 FROM grants WHERE id = $1")
-                .await
-                .map_err(sql)?;
-            let exists = tx
-                .query_opt(&statement, &[&id])
-                .await
-                .map_err(sql)?
-                .is_some();
-            let _ = tx.rollback().await;
-            return if exists {
-                Ok(false)
-            } else {
-                Err(StoreError::NotFound {
-                    what: "grant",
-                    id: id.to_owned(),
-                })
-            };
-        }
-        let body = crate::json::grant_revoked(id, by, at);
-        insert_entry(&tx, self.signer(), &mut head, None, "grant_revoked", &body)
-            .await
-            .map_err(sql)?;
-        store_head(&tx, &head).await.map_err(sql)?;
-        tx.commit().await.map_err(sql)?;
-        Ok(true)
+        self.revoke_audited(
+            "grant",
+            id,
+            "UPDATE grants SET revoked_by = $2, revoked_at = $3
+             WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &by, &at],
+            "grant_revoked",
+            &crate::json::grant_revoked(id, by, at),
+        )
+        .await
     }
 
     async fn audit(&self, after: u64, max: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -1071,44 +1086,15 @@ impl Store for PgStore {
     }
 
     async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
-        let what = || format!("cannot revoke token {id}");
-        let sql = |error: tokio_postgres::Error| failed(what(), &error);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(sql)?;
-        let mut head = lock_head(&tx, &what).await?;
-        let statement = tx
-            .prepare_cached(
-                "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .await
-            .map_err(sql)?;
-        if tx.execute(&statement, &[&id, &at]).await.map_err(sql)? == 0 {
-            let statement = tx
-                .prepare_cached("SELECT 1 FROM tokens WHERE id = $1")
-                .await
-                .map_err(sql)?;
-            let exists = tx
-                .query_opt(&statement, &[&id])
-                .await
-                .map_err(sql)?
-                .is_some();
-            let _ = tx.rollback().await;
-            return if exists {
-                Ok(false)
-            } else {
-                Err(StoreError::NotFound {
-                    what: "token",
-                    id: id.to_owned(),
-                })
-            };
-        }
-        let body = crate::json::token_revoked(id, by, at);
-        insert_entry(&tx, self.signer(), &mut head, None, "token_revoked", &body)
-            .await
-            .map_err(sql)?;
-        store_head(&tx, &head).await.map_err(sql)?;
-        tx.commit().await.map_err(sql)?;
-        Ok(true)
+        self.revoke_audited(
+            "token",
+            id,
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &at],
+            "token_revoked",
+            &crate::json::token_revoked(id, by, at),
+        )
+        .await
     }
 
     async fn webhook_cursor(&self, webhook: &str, start: u64) -> Result<u64, StoreError> {

@@ -53,31 +53,13 @@ pub(crate) fn revoke(
     by: &str,
     at: i64,
 ) -> Result<bool, StoreError> {
-    let sql = |error: rusqlite::Error| sqlite_failed(format!("cannot revoke token {id}"), &error);
-    let changed = conn
-        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
-        .and_then(|mut statement| statement.execute(params![id, at]))
-        .map_err(sql)?;
-    if changed > 0 {
-        audit.record(
-            conn,
-            "token_revoked",
-            &crate::json::token_revoked(id, by, at),
-        )?;
-        return Ok(true);
-    }
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM tokens WHERE id = ?1")
-        .and_then(|mut statement| statement.exists([id]))
-        .map_err(sql)?;
-    if exists {
-        Ok(false)
-    } else {
-        Err(StoreError::NotFound {
-            what: "token",
-            id: id.to_owned(),
-        })
-    }
+    audit.revoke(
+        conn,
+        ("token", id),
+        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, at],
+        ("token_revoked", &crate::json::token_revoked(id, by, at)),
+    )
 }
 
 /// The token with this hash.

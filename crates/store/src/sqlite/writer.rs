@@ -86,6 +86,43 @@ pub(crate) struct Audit<'a> {
 }
 
 impl Audit<'_> {
+    /// Revokes the `what` (a grant or a token: table `{what}s`) with id
+    /// `id` by running `update` (which sets its revocation where it has
+    /// none; `?1` is the id) with `params`, and adds the audit entry of
+    /// `kind` with `body`. False when it was revoked already (no entry
+    /// then).
+    pub(crate) fn revoke(
+        &mut self,
+        conn: &Connection,
+        (what, id): (&'static str, &str),
+        update: &str,
+        params: impl rusqlite::Params,
+        (kind, body): (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let sql =
+            |error: rusqlite::Error| sqlite_failed(format!("cannot revoke {what} {id}"), &error);
+        let changed = conn
+            .prepare_cached(update)
+            .and_then(|mut statement| statement.execute(params))
+            .map_err(sql)?;
+        if changed > 0 {
+            self.record(conn, kind, body)?;
+            return Ok(true);
+        }
+        let exists = conn
+            .prepare_cached(&format!("SELECT 1 FROM {what}s WHERE id = ?1"))
+            .and_then(|mut statement| statement.exists([id]))
+            .map_err(sql)?;
+        if exists {
+            Ok(false)
+        } else {
+            Err(StoreError::NotFound {
+                what,
+                id: id.to_owned(),
+            })
+        }
+    }
+
     /// Appends an entry of `kind` with JSON `body`, outside any run.
     pub(crate) fn record(
         &mut self,
@@ -1001,32 +1038,12 @@ fn revoke_grant(
     revoke: &Revoke,
 ) -> Result<bool, StoreError> {
     let Revoke { id, by, at } = revoke;
-    let sql = |error: rusqlite::Error| sqlite_failed(format!("cannot revoke grant {id}"), &error);
-    let changed = conn
-        .prepare_cached(
-            "UPDATE grants SET revoked_by = ?2, revoked_at = ?3
-             WHERE id = ?1 AND revoked_at IS NULL",
-        )
-        .and_then(|mut statement| statement.execute(params![id, by, at]))
-        .map_err(sql)?;
-    if changed == 0 {
-        let exists = conn
-            .prepare_cached("SELECT 1 FROM grants WHERE id = ?1")
-            .and_then(|mut statement| statement.exists([id]))
-            .map_err(sql)?;
-        return if exists {
-            Ok(false)
-        } else {
-            Err(StoreError::NotFound {
-                what: "grant",
-                id: id.clone(),
-            })
-        };
-    }
-    audit.record(
+    audit.revoke(
         conn,
-        "grant_revoked",
-        &crate::json::grant_revoked(id, by, *at),
-    )?;
-    Ok(true)
+        ("grant", id),
+        "UPDATE grants SET revoked_by = ?2, revoked_at = ?3
+         WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, by, at],
+        ("grant_revoked", &crate::json::grant_revoked(id, by, *at)),
+    )
 }
