@@ -16,8 +16,10 @@ use toolgate_core::audit::{from_hex, hex};
 use toolgate_core::run::ApprovalStatus;
 
 /// Event kinds by code: the most frequent first, since SQLite keeps 0 and
-/// 1 in no bytes at all.
-const KINDS: [&str; 13] = [
+/// 1 in no bytes at all; kinds added later take the next codes (rows
+/// written before a kind had a code keep its text, which reads the same,
+/// and no query picks entries by kind).
+const KINDS: [&str; 17] = [
     "model_turn",
     "gate_verdict",
     "run_started",
@@ -31,6 +33,10 @@ const KINDS: [&str; 13] = [
     "run_completed",
     "run_failed",
     "grant_revoked",
+    "call_requested",
+    "call_withdrawn",
+    "token_created",
+    "token_revoked",
 ];
 
 /// Approval statuses by code.
@@ -191,6 +197,12 @@ mod tests {
             assert_eq!(kind_text((&value).into()).as_deref(), Some(kind));
         }
         assert!(matches!(kind_value("run_started"), Value::Integer(2)));
+        assert!(matches!(kind_value("call_requested"), Value::Integer(13)));
+        // A kind stored as text before it had a code reads the same.
+        assert_eq!(
+            kind_text(ValueRef::Text(b"call_requested")).as_deref(),
+            Some("call_requested")
+        );
         for status in RUN_STATUSES.iter().copied().chain(["paused", ""]) {
             let value = run_status_value(status);
             assert_eq!(run_status_text((&value).into()).as_deref(), Some(status));
