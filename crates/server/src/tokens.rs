@@ -114,33 +114,7 @@ pub(crate) async fn create_token(
     caller: Caller,
     Body(body): Body<CreateToken>,
 ) -> Result<Response, Problem> {
-    require_admin(&caller, "make tokens")?;
-    let role = Role::parse(body.role.trim()).ok_or_else(|| {
-        Problem::bad_request(format!(
-            "`{}` is not a role; use agent, approver or admin",
-            body.role
-        ))
-    })?;
-    let now = state.now();
-    let expires_at = match body.expires_in.as_deref().map(str::trim) {
-        None => None,
-        Some(text) => {
-            let duration = humantime::parse_duration(text)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Problem::bad_request(format!(
-                        "`expires_in` must be a duration such as 90d or 12h, not `{text}`; leave \
-                         it out for a token that works until it is revoked"
-                    ))
-                })?;
-            Some(after(now, duration))
-        }
-    };
-    let principal = Principal::new(body.name, role).groups(body.groups);
-    let issued =
-        issue_token(principal, caller.name(), expires_at, now).map_err(Problem::bad_request)?;
-    state.store.create_token(&issued.record).await?;
+    let issued = make(&state, &caller, body).await?;
     let created = CreatedToken::from(&issued);
     let id = issued.record.id;
     let mut response = (StatusCode::CREATED, axum::Json(created)).into_response();
@@ -222,21 +196,66 @@ pub(crate) async fn revoke_token(
     caller: Caller,
     Id(id): Id,
 ) -> Result<StatusCode, Problem> {
-    require_admin(&caller, "revoke tokens")?;
+    revoke(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Makes and keeps the token `body` asks for, by `caller`, who must be an
+/// admin: what `POST /v1/tokens` and the inbox's tokens page share.
+pub(crate) async fn make(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateToken,
+) -> Result<IssuedToken, Problem> {
+    require_admin(caller, "make tokens")?;
+    let role = Role::parse(body.role.trim()).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "`{}` is not a role; use agent, approver or admin",
+            body.role
+        ))
+    })?;
+    let now = state.now();
+    let expires_at = match body.expires_in.as_deref().map(str::trim) {
+        None => None,
+        Some(text) => {
+            let duration = humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Problem::bad_request(format!(
+                        "`expires_in` must be a duration such as 90d or 12h, not `{text}`; leave \
+                         it out for a token that works until it is revoked"
+                    ))
+                })?;
+            Some(after(now, duration))
+        }
+    };
+    let principal = Principal::new(body.name, role).groups(body.groups);
+    let issued =
+        issue_token(principal, caller.name(), expires_at, now).map_err(Problem::bad_request)?;
+    state.store.create_token(&issued.record).await?;
+    Ok(issued)
+}
+
+/// Revokes token `id` by `caller`, who must be an admin, and stops
+/// trusting it at once in this server: what `DELETE /v1/tokens/{id}` and
+/// the inbox's tokens page share.
+pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
+    require_admin(caller, "revoke tokens")?;
     match state
         .store
-        .revoke_token(&id, caller.name(), state.now())
+        .revoke_token(id, caller.name(), state.now())
         .await
     {
         Ok(true) => {
-            state.forget_token(&id);
-            Ok(StatusCode::NO_CONTENT)
+            state.forget_token(id);
+            Ok(())
         }
         Ok(false) => Err(Problem::conflict(
             "already-revoked",
             format!("token {id} is revoked already"),
         )),
-        Err(StoreError::NotFound { .. }) => Err(no_token(&id)),
+        Err(StoreError::NotFound { .. }) => Err(no_token(id)),
         Err(error) => Err(error.into()),
     }
 }

@@ -882,6 +882,156 @@ async fn grants_are_made_with_a_decision_and_revoked_from_their_page() {
 }
 
 #[tokio::test]
+async fn admins_make_and_revoke_tokens_on_the_tokens_page() {
+    let server = server().await;
+    let root = server.token("root", Role::Admin, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+
+    // Approvers see no link, and the page and its forms refuse them.
+    let mut alices = Web::new(&server);
+    alices.sign_in(&alice).await;
+    let inbox = alices.get("/inbox").await;
+    assert!(!inbox.has(r#"href="/inbox/tokens""#), "{}", inbox.body);
+    let refused = alices.get("/inbox/tokens").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.has("only admins manage tokens"), "{}", refused.body);
+    let made = alices
+        .post(
+            "/inbox/tokens",
+            &[("csrf", &inbox.csrf()), ("name", "eve"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.store.tokens().await.unwrap().len(), 2);
+
+    let mut web = Web::new(&server);
+    web.sign_in(&root).await;
+    let page = web.get("/inbox/tokens").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.has(r#"href="/inbox/tokens" aria-current="page""#),
+        "{}",
+        page.body
+    );
+    assert!(page.has("alice") && page.has("root"));
+    assert!(!page.has(&alice), "no secret is ever listed");
+
+    // A form without the session's CSRF token makes nothing.
+    let forged = web
+        .post(
+            "/inbox/tokens",
+            &[("csrf", "x"), ("name", "eve"), ("role", "agent")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // Bad input says what was wrong and makes nothing.
+    for (fields, says) in [
+        (vec![("name", "e ve"), ("role", "agent")], "principal name"),
+        (vec![("name", "eve"), ("role", "boss")], "not a role"),
+        (
+            vec![("name", "eve"), ("role", "agent"), ("expires_in", "soon")],
+            "must be a duration",
+        ),
+    ] {
+        let csrf = page.csrf();
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend(fields);
+        let bad = web.post("/inbox/tokens", &form).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{says}");
+        assert!(
+            bad.has("No token was made") && bad.has(says),
+            "{}",
+            bad.body
+        );
+    }
+    assert_eq!(server.store.tokens().await.unwrap().len(), 2);
+
+    // Made: the secret is shown this once, and works for the principal.
+    let made = web
+        .post(
+            "/inbox/tokens",
+            &[
+                ("csrf", &page.csrf()),
+                ("name", "bob"),
+                ("role", "approver"),
+                ("groups", "ops, sre"),
+                ("expires_in", "12h"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    assert_eq!(made.headers["cache-control"], "no-store");
+    let secret = {
+        let marker = r#"<code id="secret">"#;
+        let start = made.body.find(marker).unwrap() + marker.len();
+        made.body[start..start + made.body[start..].find('<').unwrap()].to_owned()
+    };
+    assert!(secret.starts_with("tg_"), "{secret}");
+    let (status, me) = server.get("/v1/me", &secret).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&me["name"], &me["groups"]),
+        (&json!("bob"), &json!(["ops", "sre"]))
+    );
+    let again = web.get("/inbox/tokens").await;
+    assert!(!again.has(&secret), "the secret is not shown again");
+    let id = me["token_id"].as_str().unwrap().to_owned();
+    assert!(again.has(&id));
+    assert!(again.has("groups ops, sre"), "{}", again.body);
+
+    // Revoked: refused at once, and the page says so.
+    let revoke = format!("/inbox/tokens/{id}/revoke");
+    assert!(again.has(&revoke));
+    let forged = web.post(&revoke, &[("csrf", "x")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.get("/v1/me", &secret).await.0, StatusCode::OK);
+    let done = web.post(&revoke, &[("csrf", &again.csrf())]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.location(), "/inbox/tokens");
+    assert!(
+        done.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("toolgate_flash=token-revoked;")),
+        "{:?}",
+        done.set_cookies()
+    );
+    let session = web.cookie.clone().unwrap();
+    web.cookie = Some(format!("{session}; toolgate_flash=token-revoked"));
+    let after = web.get("/inbox/tokens").await;
+    web.cookie = Some(session);
+    assert!(after.has("The token is revoked"), "{}", after.body);
+    assert!(after.has(r#"<span class="badge badge-revoked">revoked</span>"#));
+    assert!(!after.has(&revoke), "no button for a revoked token");
+    assert_eq!(
+        server.get("/v1/me", &secret).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let twice = web.post(&revoke, &[("csrf", &again.csrf())]).await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert!(twice.has("revoked already"), "{}", twice.body);
+    let unknown = web
+        .post(
+            "/inbox/tokens/tok_nobody/revoke",
+            &[("csrf", &again.csrf())],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // The audit log names root for both.
+    let acts: Vec<String> = server
+        .store
+        .audit(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.body.contains(&id))
+        .map(|entry| entry.kind)
+        .collect();
+    assert_eq!(acts, ["token_created", "token_revoked"]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_grants_page_goes_back_a_page_at_a_time() {
     let server = server().await;
     let bot = server.token("bot", Role::Agent, &[]).await;

@@ -441,6 +441,39 @@ async fn on_a_phone_the_inbox_fits_and_works() {
     assert_eq!(current, "Live");
     assert_fits(&browser, "the grants").await;
     browser.screenshot("phone-grants").await;
+
+    // An admin makes a token on the tokens page: its secret is shown once.
+    browser
+        .find("header .who button[type=submit]")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for(
+            "the sign-in page after signing out",
+            "return location.pathname === '/inbox/login';",
+            json!([]),
+        )
+        .await;
+    let root = server.token("root", Role::Admin, &[]).await;
+    sign_in(&browser, &server, &root).await;
+    browser
+        .find("nav.main-nav a[href='/inbox/tokens']")
+        .await
+        .click()
+        .await;
+    browser.find("#name").await.type_text("dana").await;
+    browser.find("#groups").await.type_text("ops, sre").await;
+    browser
+        .find("form.make-token button[type=submit]")
+        .await
+        .click()
+        .await;
+    let secret = browser.find("#secret").await.text().await;
+    let (status, me) = server.get("/v1/me", &secret).await;
+    assert_eq!((status.as_u16(), &me["name"]), (200, &json!("dana")));
+    assert_fits(&browser, "the tokens page").await;
+    browser.screenshot("phone-tokens").await;
     drop(browser);
     server.stop().await;
 }

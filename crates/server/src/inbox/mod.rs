@@ -41,7 +41,9 @@ use crate::auth::{Caller, Refusal, SESSION_COOKIE, check_secret, session_cookie}
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tokens::csrf_token;
-use crate::wire::{DecisionBody, DecisionKind, GrantBody, GrantView};
+use crate::wire::{
+    CreateToken, CreatedToken, DecisionBody, DecisionKind, GrantBody, GrantView, TokenView,
+};
 use view::{Draft, Item, MayDecide, Notice, Who};
 
 /// How many approvals one page of the list shows.
@@ -72,6 +74,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/inbox/approvals/{id}/decision", post(decide))
         .route("/inbox/grants", get(grants_page))
         .route("/inbox/grants/{id}/revoke", post(revoke_grant))
+        .route("/inbox/tokens", get(tokens_page).post(make_token))
+        .route("/inbox/tokens/{id}/revoke", post(revoke_token))
         .route(view::CSS_URL, get(css))
         .route(view::JS_URL, get(js))
         .layer(axum::middleware::map_response(security_headers))
@@ -275,6 +279,7 @@ enum Flash {
     Edited,
     Rejected,
     Revoked,
+    TokenRevoked,
 }
 
 impl Flash {
@@ -284,6 +289,7 @@ impl Flash {
             Flash::Edited => "edited",
             Flash::Rejected => "rejected",
             Flash::Revoked => "revoked",
+            Flash::TokenRevoked => "token-revoked",
         }
     }
 
@@ -293,6 +299,7 @@ impl Flash {
             Flash::Edited,
             Flash::Rejected,
             Flash::Revoked,
+            Flash::TokenRevoked,
         ]
         .into_iter()
         .find(|flash| flash.code() == code)
@@ -646,6 +653,7 @@ fn flash_notice(flash: Flash, detail: &ApprovalDetail) -> Notice {
         ),
         Flash::Rejected => Notice::success("Rejected. The agent is told the call must not run."),
         Flash::Revoked => Notice::success("The grant is revoked."),
+        Flash::TokenRevoked => Notice::success(TOKEN_REVOKED),
     }
 }
 
@@ -1000,6 +1008,130 @@ async fn revoke_grant(
             let notice = Notice::error("The grant was not revoked", problem.detail());
             let query = GrantsQuery::default();
             render_grants(&state, &session, &query, problem.status(), Some(&notice)).await
+        }
+    }
+}
+
+/// What the tokens page says after a revocation.
+const TOKEN_REVOKED: &str = "The token is revoked: requests with it are refused from now on.";
+
+async fn tokens_page(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    headers: HeaderMap,
+) -> Response {
+    let flash = take_flash(&headers).filter(|f| *f == Flash::TokenRevoked);
+    let notice = flash.map(|_| Notice::success(TOKEN_REVOKED));
+    let mut response = render_tokens(&state, &session, StatusCode::OK, None, notice.as_ref()).await;
+    if flash.is_some() {
+        set_cookie(&mut response, &clear_flash_cookie(&state));
+    }
+    response
+}
+
+/// The tokens page for an admin (others are told it is for admins), with
+/// the token just `made`, if any.
+async fn render_tokens(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    made: Option<&CreatedToken>,
+    notice: Option<&Notice>,
+) -> Response {
+    let who = session.who();
+    if let Err(problem) = crate::api::require_admin(&session.caller, "manage tokens") {
+        return problem_page(state, Some(&who), &problem);
+    }
+    let tokens = match state.store.tokens().await {
+        Ok(tokens) => tokens,
+        Err(error) => return problem_page(state, Some(&who), &error.into()),
+    };
+    let now = state.now();
+    let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
+    // Like every inbox page, it is sent with `Cache-Control: no-store`:
+    // a secret shown on it stays in no cache.
+    html(status, view::tokens_page(&who, now, &views, made, notice))
+}
+
+/// The form that makes a token. Groups are one field, separated by commas
+/// (or spaces); an empty lifetime means until revoked.
+#[derive(Deserialize, Default)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    expires_in: String,
+}
+
+async fn make_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    headers: HeaderMap,
+    form: Result<axum::Form<TokenForm>, FormRejection>,
+) -> Response {
+    if cross_site(&headers) {
+        return cross_site_page(&state);
+    }
+    let form = form.map(|f| f.0).unwrap_or_default();
+    if !session.csrf_ok(&form.csrf) {
+        return csrf_page(&state, &session);
+    }
+    let body = CreateToken {
+        name: form.name.trim().to_owned(),
+        role: form.role,
+        groups: form
+            .groups
+            .split([',', ' '])
+            .filter(|group| !group.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        expires_in: Some(form.expires_in.trim().to_owned()).filter(|text| !text.is_empty()),
+    };
+    match crate::tokens::make(&state, &session.caller, body).await {
+        Ok(issued) => {
+            let made = CreatedToken::from(&issued);
+            let notice = Notice::success(format!(
+                "Token {} made for {} ({}).",
+                made.id, made.name, made.role
+            ));
+            render_tokens(&state, &session, StatusCode::OK, Some(&made), Some(&notice)).await
+        }
+        Err(problem) => {
+            let notice = Notice::error("No token was made", problem.detail());
+            render_tokens(&state, &session, problem.status(), None, Some(&notice)).await
+        }
+    }
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<axum::Form<CsrfForm>, FormRejection>,
+) -> Response {
+    if cross_site(&headers) {
+        return cross_site_page(&state);
+    }
+    let presented = form.map(|f| f.0.csrf).unwrap_or_default();
+    if !session.csrf_ok(&presented) {
+        return csrf_page(&state, &session);
+    }
+    match crate::tokens::revoke(&state, &session.caller, &id).await {
+        Ok(()) => {
+            let mut response = redirect("/inbox/tokens");
+            set_cookie(&mut response, &flash_cookie(&state, Flash::TokenRevoked));
+            response
+        }
+        Err(problem) => {
+            let notice = Notice::error("The token was not revoked", problem.detail());
+            render_tokens(&state, &session, problem.status(), None, Some(&notice)).await
         }
     }
 }

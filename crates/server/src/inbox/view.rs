@@ -12,7 +12,7 @@ use super::text::{
     age, compact_json, due, pretty_args, pretty_json, readable_time, summary, value_has_hidden,
     visible,
 };
-use crate::wire::{ApprovalDetailBody, GrantView};
+use crate::wire::{ApprovalDetailBody, CreatedToken, GrantView, TokenView};
 
 pub(crate) const CSS_URL: &str = "/inbox/assets/inbox.css";
 pub(crate) const JS_URL: &str = "/inbox/assets/inbox.js";
@@ -29,6 +29,7 @@ pub(crate) struct Who<'a> {
 pub(crate) enum Nav {
     Approvals,
     Grants,
+    Tokens,
     None,
 }
 
@@ -119,6 +120,9 @@ pub(crate) fn page(title: &str, who: Option<&Who<'_>>, nav: Nav, now: i64, main:
                         nav.main-nav aria-label="Main" {
                             a href="/inbox" aria-current=[(nav == Nav::Approvals).then_some("page")] { "Approvals" }
                             a href="/inbox/grants" aria-current=[(nav == Nav::Grants).then_some("page")] { "Grants" }
+                            @if who.role == "admin" {
+                                a href="/inbox/tokens" aria-current=[(nav == Nav::Tokens).then_some("page")] { "Tokens" }
+                            }
                         }
                         div.who {
                             span.who-name { (who.name) " · " (who.role) }
@@ -727,5 +731,90 @@ fn scope_text(grant: &GrantView) -> Markup {
             @if let Some(left) = grant.uses_left { " (" (left) " left)" }
         },
         other => html! { (other) },
+    }
+}
+
+/// The tokens page (admins only): the token just made, if one was, with
+/// its secret (shown this once), a form to make one, and every token,
+/// newest first, with a revoke button for those that work.
+pub(crate) fn tokens_page(
+    who: &Who<'_>,
+    now: i64,
+    tokens: &[TokenView],
+    made: Option<&CreatedToken>,
+    notice_shown: Option<&Notice>,
+) -> Markup {
+    let main = html! {
+        h1 { "Tokens" }
+        p.prose.aside {
+            "An API token speaks for one principal: an agent asks, an approver decides what it is "
+            "named for, an admin decides anything and manages tokens. toolgate keeps only a hash of "
+            "each token, so a token's secret is shown once, when it is made."
+        }
+        (notice(notice_shown))
+        @if let Some(made) = made {
+            section.secret aria-labelledby="secret-title" {
+                h2 #secret-title { "The new token for " bdi { (made.name) } }
+                p { "Copy it now and give it to its owner: it cannot be shown again." }
+                p { code #secret { (made.token) } }
+            }
+        }
+        form.make-token method="post" action="/inbox/tokens" {
+            input type="hidden" name="csrf" value=(who.csrf);
+            label for="name" { "Name" }
+            input #name type="text" name="name" required maxlength="64" autocomplete="off"
+                aria-describedby="name-help";
+            p.help #name-help { "Who the token speaks for, as decisions record it: letters, digits and . _ @ -" }
+            label for="role" { "Role" }
+            select #role name="role" {
+                option value="approver" selected { "approver" }
+                option value="agent" { "agent" }
+                option value="admin" { "admin" }
+            }
+            label for="groups" { "Groups" }
+            input #groups type="text" name="groups" placeholder="ops, sre" autocomplete="off"
+                aria-describedby="groups-help";
+            p.help #groups-help { "For policy rules that name approvers by group; separate them with commas." }
+            label for="expires_in" { "Expires after" }
+            input #expires_in type="text" name="expires_in" placeholder="90d" autocomplete="off"
+                aria-describedby="expires-help";
+            p.help #expires-help { "Such as 90d or 12h; leave it empty for a token that works until it is revoked." }
+            p { button.primary type="submit" { "Make token" } }
+        }
+        h2 { "All tokens" }
+        @if tokens.is_empty() {
+            p.empty { "There are no tokens." }
+        } @else {
+            ul.items {
+                @for token in tokens { (token_item(who, token)) }
+            }
+        }
+    };
+    page("Tokens", Some(who), Nav::Tokens, now, main)
+}
+
+fn token_item(who: &Who<'_>, token: &TokenView) -> Markup {
+    let state = token.state.as_str();
+    html! {
+        li.item data-id=(token.id) {
+            div.item-top {
+                b { bdi { (token.name) } }
+                span.role { (token.role) }
+                span class={ "badge badge-" (state) } { (state) }
+            }
+            p.meta {
+                @if !token.groups.is_empty() { span { "groups " (token.groups.join(", ")) } }
+                span { "made by " b { bdi { (token.created_by) } } " " (time_at(&token.created_at)) }
+                @if let Some(at) = &token.expires_at { span { "expires " (time_at(at)) } }
+                @if let Some(at) = &token.revoked_at { span { "revoked " (time_at(at)) } }
+                span { code.id { (token.id) } }
+            }
+            @if state == "live" {
+                form.revoke method="post" action={ "/inbox/tokens/" (token.id) "/revoke" } {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    button.danger type="submit" aria-label={ "Revoke token " (token.id) " of " (token.name) } { "Revoke" }
+                }
+            }
+        }
     }
 }
