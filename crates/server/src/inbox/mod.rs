@@ -357,6 +357,23 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .is_some_and(|site| site == "cross-site")
 }
 
+/// The answer to a form of a signed-in page that must not be acted on:
+/// sent from another site, or without the session's CSRF token.
+fn refused_form(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Option<Response> {
+    if cross_site(headers) {
+        return Some(cross_site_page(state));
+    }
+    if !session.csrf_ok(csrf) {
+        return Some(csrf_page(state, session));
+    }
+    None
+}
+
 fn cross_site_page(state: &AppState) -> Response {
     let markup = view::error_page(
         None,
@@ -991,12 +1008,9 @@ async fn revoke_grant(
     Path(id): Path<String>,
     form: Result<axum::Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if cross_site(&headers) {
-        return cross_site_page(&state);
-    }
     let presented = form.map(|f| f.0.csrf).unwrap_or_default();
-    if !session.csrf_ok(&presented) {
-        return csrf_page(&state, &session);
+    if let Some(refused) = refused_form(&state, &session, &headers, &presented) {
+        return refused;
     }
     match revoke(&state, &session.caller, &id).await {
         Ok(()) => {
@@ -1075,12 +1089,9 @@ async fn make_token(
     headers: HeaderMap,
     form: Result<axum::Form<TokenForm>, FormRejection>,
 ) -> Response {
-    if cross_site(&headers) {
-        return cross_site_page(&state);
-    }
     let form = form.map(|f| f.0).unwrap_or_default();
-    if !session.csrf_ok(&form.csrf) {
-        return csrf_page(&state, &session);
+    if let Some(refused) = refused_form(&state, &session, &headers, &form.csrf) {
+        return refused;
     }
     let body = CreateToken {
         name: form.name.trim().to_owned(),
@@ -1116,12 +1127,9 @@ async fn revoke_token(
     Path(id): Path<String>,
     form: Result<axum::Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if cross_site(&headers) {
-        return cross_site_page(&state);
-    }
     let presented = form.map(|f| f.0.csrf).unwrap_or_default();
-    if !session.csrf_ok(&presented) {
-        return csrf_page(&state, &session);
+    if let Some(refused) = refused_form(&state, &session, &headers, &presented) {
+        return refused;
     }
     match crate::tokens::revoke(&state, &session.caller, &id).await {
         Ok(()) => {
