@@ -33,7 +33,7 @@ use toolgate_core::store::{
 };
 
 use self::read::Readers;
-use self::writer::{Counters, PreparedAppend, Request, Revoke};
+use self::writer::{Counters, PreparedAppend, Request};
 
 /// The store in one SQLite file: embedded, zero set-up.
 ///
@@ -269,12 +269,8 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_grant(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
-        let revoke = Revoke {
-            id: id.to_owned(),
-            by: by.to_owned(),
-            at,
-        };
-        self.write(|reply| Request::RevokeGrant(revoke, reply))
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.audited(move |conn, audit| writer::revoke_grant(conn, audit, &id, &by, at))
             .await
     }
 

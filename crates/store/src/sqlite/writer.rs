@@ -63,9 +63,8 @@ pub(crate) enum Request {
     Append(Box<PreparedAppend>, Reply<u64>),
     /// [`toolgate_core::store::Store::use_grant`].
     UseGrant(String, Reply<bool>),
-    /// [`toolgate_core::store::Store::revoke_grant`].
-    RevokeGrant(Revoke, Reply<bool>),
-    /// A write outside runs (tokens, run leases, the webhook outbox), in
+    /// A write outside runs (grant revocations, tokens, run leases, the
+    /// webhook outbox), in
     /// its own savepoint when the batch has them.
     Plain(PlainWrite, Reply<Box<dyn Any + Send>>),
 }
@@ -143,13 +142,6 @@ impl Audit<'_> {
         )
         .map_err(|error| sqlite_failed(what(), &error))
     }
-}
-
-/// A grant to revoke.
-pub(crate) struct Revoke {
-    pub(crate) id: String,
-    pub(crate) by: String,
-    pub(crate) at: i64,
 }
 
 /// An append, checked and turned into JSON text by the caller, so that the
@@ -293,10 +285,7 @@ impl Request {
         // answer; what was committed stays committed.
         match (self, outcome) {
             (Request::Append(_, reply), Outcome::Version(result)) => drop(reply.send(result)),
-            (
-                Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply),
-                Outcome::Flag(result),
-            ) => drop(reply.send(result)),
+            (Request::UseGrant(_, reply), Outcome::Flag(result)) => drop(reply.send(result)),
             (Request::Plain(_, reply), Outcome::Value(result)) => drop(reply.send(result)),
             (request, _) => request.fail("the store's writer mixed up its answers"),
         }
@@ -306,9 +295,7 @@ impl Request {
     fn fail(self, why: &str) {
         match self {
             Request::Append(_, reply) => drop(reply.send(Err(failure(why)))),
-            Request::UseGrant(_, reply) | Request::RevokeGrant(_, reply) => {
-                drop(reply.send(Err(failure(why))))
-            }
+            Request::UseGrant(_, reply) => drop(reply.send(Err(failure(why)))),
             Request::Plain(_, reply) => drop(reply.send(Err(failure(why)))),
         }
     }
@@ -539,14 +526,6 @@ impl Writer {
                     &mut head,
                     &mut lost,
                     |conn, _, _| use_grant(conn, id),
-                )),
-                Request::RevokeGrant(revoke, _) => Outcome::Flag(self.request(
-                    savepoints,
-                    &mut head,
-                    &mut lost,
-                    |conn, signer, head| {
-                        revoke_grant(conn, &mut Audit { signer, head, now }, revoke)
-                    },
                 )),
                 Request::Plain(write, _) => Outcome::Value(self.request(
                     savepoints,
@@ -1032,18 +1011,19 @@ fn use_grant(conn: &Connection, id: &str) -> Result<bool, StoreError> {
 
 /// [`toolgate_core::store::Store::revoke_grant`]: marks the grant and
 /// records who revoked it in the audit log, signed.
-fn revoke_grant(
+pub(crate) fn revoke_grant(
     conn: &Connection,
     audit: &mut Audit<'_>,
-    revoke: &Revoke,
+    id: &str,
+    by: &str,
+    at: i64,
 ) -> Result<bool, StoreError> {
-    let Revoke { id, by, at } = revoke;
     audit.revoke(
         conn,
         ("grant", id),
         "UPDATE grants SET revoked_by = ?2, revoked_at = ?3
          WHERE id = ?1 AND revoked_at IS NULL",
         params![id, by, at],
-        ("grant_revoked", &crate::json::grant_revoked(id, by, *at)),
+        ("grant_revoked", &crate::json::grant_revoked(id, by, at)),
     )
 }
