@@ -615,7 +615,7 @@ pub(crate) async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Resul
         }
         Err(error) => return Err(error.into()),
     };
-    if !caller.is_admin() && grant.created_by != caller.name() {
+    if !caller.may_revoke(&grant) {
         return Err(Problem::forbidden(format!(
             "grant {id} was made by {}; only they and admins may revoke it",
             grant.created_by

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
+use toolgate_core::grant::Grant;
 use toolgate_core::store::{Store, TokenRecord};
 use toolgate_core::{Principal, Role};
 
@@ -47,6 +48,12 @@ impl Caller {
 
     pub(crate) fn is_admin(&self) -> bool {
         self.token.principal.role == Role::Admin
+    }
+
+    /// True when this caller may revoke `grant`: admins any, others those
+    /// they made.
+    pub(crate) fn may_revoke(&self, grant: &Grant) -> bool {
+        self.is_admin() || grant.created_by == self.name()
     }
 
     /// True when run `run_id` was started by this caller. Who started a run

@@ -170,7 +170,7 @@ impl FromRequestParts<Arc<AppState>> for Session {
                     caller: Caller { token },
                     csrf: csrf_token(&secret),
                 };
-                if session.caller.principal().role == Role::Agent {
+                if session.caller.is_agent() {
                     let markup = view::agent_page(&session.who(), state.now());
                     return Err(html(StatusCode::FORBIDDEN, markup));
                 }
@@ -984,13 +984,9 @@ async fn render_grants(
         Err(error) => return problem_page(state, Some(&who), &error.into()),
     };
     let (grants, next_before) = page_of(grants, PAGE, |grant| &grant.id);
-    let principal = session.caller.principal();
     let views: Vec<(GrantView, bool)> = grants
         .iter()
-        .map(|grant| {
-            let may_revoke = principal.role == Role::Admin || grant.created_by == principal.name;
-            (GrantView::of(grant, now), may_revoke)
-        })
+        .map(|grant| (GrantView::of(grant, now), session.caller.may_revoke(grant)))
         .collect();
     let page = view::GrantsPage {
         filter,
