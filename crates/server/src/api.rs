@@ -482,7 +482,8 @@ pub(crate) async fn record_decision(
         Some(text) => {
             if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err(Problem::bad_request(format!(
-                    "fingerprint `{text}` is not one: a fingerprint is 64 lower-case hex digits,                      as the approval's `fingerprint` shows"
+                    "fingerprint `{text}` is not one: a fingerprint is 64 lower-case hex digits, \
+                     as the approval's `fingerprint` shows"
                 )));
             }
             Some(

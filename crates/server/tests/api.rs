@@ -950,16 +950,28 @@ async fn malformed_requests_get_a_clear_problem_and_store_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let decision = format!("{path}/decision");
-    for body in [
-        json!({"decision": "maybe"}),
-        json!({"decision": "edit"}),
-        json!({"decision": "approve", "args": {}}),
-        json!({"decision": "approve", "message": "why"}),
-        json!({"decision": "approve", "fingerprint": "xyz"}),
-        json!({"approve": true}),
+    for (body, says) in [
+        (json!({"decision": "maybe"}), "maybe"),
+        (json!({"decision": "edit"}), "an edit needs `args`"),
+        (
+            json!({"decision": "approve", "args": {}}),
+            "`args` go only with",
+        ),
+        (
+            json!({"decision": "approve", "message": "why"}),
+            "`message` goes only with",
+        ),
+        (
+            json!({"decision": "approve", "fingerprint": "xyz"}),
+            "fingerprint `xyz` is not one: a fingerprint is 64 lower-case hex digits, as the \
+             approval's `fingerprint` shows",
+        ),
+        (json!({"approve": true}), "decision"),
     ] {
         let (status, problem) = server.post(&decision, &alice, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{body}: {detail}");
     }
     let (status, _) = server
         .post(
