@@ -2,10 +2,13 @@
 //!
 //! Run with `cargo bench -p toolgate-server --bench http -- MODE [ARGS]`:
 //!
-//! - `decide [PENDING] [CONNECTIONS] [SECONDS]`: fills the store with
-//!   PENDING approvals (default 200000), then `wrk` posts one decision to
-//!   each in turn (`POST /v1/approvals/{id}/decision`), from CONNECTIONS
-//!   connections (default 64) for SECONDS (default 10).
+//! - `decide [PENDING] [CONNECTIONS] [SECONDS] [ORDER]`: fills the store
+//!   with PENDING approvals (default 200000), then `wrk` posts one decision
+//!   to each in turn (`POST /v1/approvals/{id}/decision`), from CONNECTIONS
+//!   connections (default 64) for SECONDS (default 10). ORDER `oldest`
+//!   (the default) decides them in the order they were asked; `scattered`
+//!   takes every 64th, so that no two decisions in a row touch the same
+//!   pages of the store.
 //! - `ask [CONNECTIONS] [SECONDS]`: agents asking about calls that policy
 //!   allows at once (`POST /v1/approvals`): the create path alone.
 //! - `cycle [CONNECTIONS] [SECONDS]`: agents asking about calls that wait,
@@ -49,6 +52,8 @@ const ALLOW_POLICY: &str = "[[policy.rules]]\ntool = \"send_email\"\naction = \"
 
 struct Bench {
     store: Arc<dyn Store>,
+    /// The same store when it is SQLite, for its writer's figures.
+    sqlite: Option<Arc<SqliteStore>>,
     base: String,
     agent: String,
     approver: String,
@@ -66,10 +71,35 @@ fn args(i: u64) -> Map<String, Value> {
         .clone()
 }
 
-async fn open_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+async fn open_store(dir: &tempfile::TempDir) -> (Arc<dyn Store>, Option<Arc<SqliteStore>>) {
     match std::env::var("TOOLGATE_BENCH_POSTGRES") {
-        Ok(url) => Arc::new(PgStore::connect(&url).await.unwrap()),
-        Err(_) => Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap()),
+        Ok(url) => (Arc::new(PgStore::connect(&url).await.unwrap()), None),
+        Err(_) => {
+            let store = Arc::new(SqliteStore::open(dir.path().join("toolgate.db")).unwrap());
+            (Arc::clone(&store) as Arc<dyn Store>, Some(store))
+        }
+    }
+}
+
+impl Bench {
+    /// Prints how the SQLite writer grouped the requests since `before`.
+    fn writer_report(&self, before: Option<toolgate_store::WriterStats>) {
+        let (Some(store), Some(before)) = (&self.sqlite, before) else {
+            return;
+        };
+        let after = store.writer_stats();
+        let requests = after.requests - before.requests;
+        let transactions = (after.transactions - before.transactions).max(1);
+        println!(
+            "writer: {requests} requests in {transactions} transactions ({:.1} per transaction), \
+             {} syncs",
+            requests as f64 / transactions as f64,
+            after.syncs - before.syncs,
+        );
+    }
+
+    fn writer_stats(&self) -> Option<toolgate_store::WriterStats> {
+        self.sqlite.as_ref().map(|store| store.writer_stats())
     }
 }
 
@@ -80,7 +110,7 @@ async fn start_with(policy: Option<&str>) -> Bench {
         Some(base) => tempfile::tempdir_in(base).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let store = open_store(&dir).await;
+    let (store, sqlite) = open_store(&dir).await;
     let mut tokens = Vec::new();
     for (name, role) in [
         ("bench-agent", Role::Agent),
@@ -100,6 +130,7 @@ async fn start_with(policy: Option<&str>) -> Bench {
     }
     Bench {
         store,
+        sqlite,
         base,
         approver: tokens.pop().unwrap(),
         agent: tokens.pop().unwrap(),
@@ -206,9 +237,28 @@ wrk.headers["Content-Type"] = "application/json"
     )
 }
 
-async fn decide(pending: u64, connections: u64, seconds: u64) {
+/// The order in which `decide` decides the approvals it made.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    /// The order they were asked in, as an inbox's queue is worked through:
+    /// decisions one after the other touch the same pages of the store.
+    Oldest,
+    /// Each decision 64 approvals away (in the order they were asked) from
+    /// the one before: no two decisions in a row share a page, the worst
+    /// case for the store's writes.
+    Scattered,
+}
+
+async fn decide(pending: u64, connections: u64, seconds: u64, order: Order) {
     let bench = start(ASK_POLICY).await;
-    let ids = fill(&bench, pending, true).await;
+    let mut ids = fill(&bench, pending, true).await;
+    // The ids are UUIDv7s: sorted, they are in the order they were made.
+    ids.sort_unstable();
+    if let Order::Scattered = order {
+        ids = (0..64)
+            .flat_map(|start| ids.iter().skip(start).step_by(64).cloned())
+            .collect();
+    }
     let list = bench._dir.path().join("ids.txt");
     std::fs::write(&list, ids.join("\n")).unwrap();
     // Each connection takes the next id: no approval is decided twice.
@@ -228,8 +278,13 @@ local step = 0"#,
   local id = ids[(step * 2 + offset) % #ids + 1]
   return wrk.format("POST", "/v1/approvals/" .. id .. "/decision", nil, '{"decision": "approve"}')"#;
     println!(
-        "decide: {pending} pending, {connections} connections, {seconds} s (stop before the ids run out: each id decided once)"
+        "decide: {pending} pending, {connections} connections, {seconds} s, {} (stop before the ids run out: each id decided once)",
+        match order {
+            Order::Oldest => "oldest first",
+            Order::Scattered => "scattered",
+        }
     );
+    let before = bench.writer_stats();
     wrk(
         &bench,
         &lua(&bench.approver, &setup, request, 200),
@@ -237,6 +292,7 @@ local step = 0"#,
         connections,
         seconds,
     );
+    bench.writer_report(before);
 }
 
 async fn ask(connections: u64, seconds: u64) {
@@ -260,7 +316,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn cycle(connections: u64, seconds: u64) {
     let bench = start(ASK_POLICY).await;
     let bases = vec![bench.base.clone()];
+    let before = bench.writer_stats();
     run_cycle(bases, &bench.agent, &bench.approver, connections, seconds).await;
+    bench.writer_report(before);
 }
 
 /// Agents asking about calls that wait and long-polling for the decision,
@@ -514,7 +572,17 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         match args.first().map(String::as_str) {
-            Some("decide") => decide(number(1, 200_000), number(2, 64), number(3, 10)).await,
+            Some("decide") => {
+                let order = match args.get(4).map(String::as_str) {
+                    None | Some("oldest") => Order::Oldest,
+                    Some("scattered") => Order::Scattered,
+                    Some(other) => {
+                        eprintln!("unknown order {other:?}: use oldest or scattered");
+                        std::process::exit(2);
+                    }
+                };
+                decide(number(1, 200_000), number(2, 64), number(3, 10), order).await
+            }
             Some("ask") => ask(number(1, 64), number(2, 10)).await,
             Some("cycle") => cycle(number(1, 64), number(2, 10)).await,
             Some("servers") => servers(number(1, 2), number(2, 64), number(3, 10)).await,
