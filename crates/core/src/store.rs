@@ -521,6 +521,21 @@ pub trait Store: Send + Sync {
     /// One approval; [`StoreError::NotFound`] for an unknown id.
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError>;
 
+    /// Approval `id` and the whole log of its run: what showing or
+    /// deciding an approval reads. [`StoreError::NotFound`] for an unknown
+    /// id.
+    ///
+    /// The default reads the row, then the log; stores override it to read
+    /// both at once, at one point in time.
+    async fn approval_with_log(
+        &self,
+        id: &str,
+    ) -> Result<(ApprovalRow, Vec<StoredEvent>), StoreError> {
+        let row = self.approval(id).await?;
+        let events = self.load(&row.run_id).await?;
+        Ok((row, events))
+    }
+
     /// Grants, newest first: all of them, revoked and used-up ones
     /// included, or only the live ones ([`GrantQuery::live_at`]), a page
     /// at a time ([`GrantQuery::before`], [`GrantQuery::limit`]).

@@ -14,7 +14,7 @@ use toolgate_core::store::{Append, ApprovalRow, GrantQuery, Lease, Store, StoreE
 use toolgate_core::time::{after, duration_millis};
 use toolgate_core::{ChatModel, ChatRequest, Fingerprint, Messages, Principal, TextSink, Tools};
 
-use crate::decide::{Decide, expire_due_in};
+use crate::decide::{Decide, First, expire_due_in};
 use crate::rows::{ApprovalMarks, approval_row, changed_approvals, run_row};
 use crate::{Clock, EngineError, new_id, system_clock};
 use crate::{DecideError, DecisionRequest};
@@ -361,7 +361,7 @@ impl Agent {
         match self.kept.take(run_id) {
             Some(kept) if kept.state.approval(approval_id).is_some() => {
                 let recorded = decision
-                    .record(store.as_ref(), run_id, Some(kept), false)
+                    .record(store.as_ref(), run_id, Some(First::Kept(kept)), false)
                     .await?;
                 let row = recorded.row(approval_id, now);
                 self.kept.keep(recorded.run);

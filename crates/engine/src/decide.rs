@@ -156,6 +156,14 @@ pub(crate) struct Decide<'a> {
     pub(crate) now: i64,
 }
 
+/// What [`Decide::record`] folds first.
+pub(crate) enum First {
+    /// A fold the caller kept.
+    Kept(Loaded),
+    /// The run's whole log, as just read.
+    Log(Vec<StoredEvent>),
+}
+
 /// A decision as recorded.
 pub(crate) struct Recorded {
     /// The run as the decision left it.
@@ -184,22 +192,24 @@ impl Decide<'_> {
         store: &dyn Store,
         with_log: bool,
     ) -> Result<Recorded, DecideError> {
-        let row = store.approval(self.approval_id).await?;
-        self.record(store, &row.run_id, None, with_log).await
+        let (row, events) = store.approval_with_log(self.approval_id).await?;
+        self.record(store, &row.run_id, Some(First::Log(events)), with_log)
+            .await
     }
 
     /// Checks the decision against run `run_id` as folded and appends it at
     /// the folded version; folds again from the store and checks again
-    /// after losing a race. The first fold is `kept` when given, as it is:
-    /// should it be behind the store, the append conflicts, and a fold that
-    /// is behind refuses nothing a fresh one would allow (approvers, schema
-    /// and pending fingerprint do not change; decisions only add up).
-    /// Otherwise it is the fold of the whole log, kept when `with_log`.
+    /// after losing a race. The first fold is `first` when given: a kept
+    /// fold as it is (should it be behind the store, the append conflicts,
+    /// and a fold that is behind refuses nothing a fresh one would allow:
+    /// approvers, schema and pending fingerprint do not change; decisions
+    /// only add up), or the fold of a log just read. Otherwise it is the
+    /// fold of the whole log, kept when `with_log`.
     pub(crate) async fn record(
         &self,
         store: &dyn Store,
         run_id: &str,
-        mut kept: Option<Loaded>,
+        mut first: Option<First>,
         with_log: bool,
     ) -> Result<Recorded, DecideError> {
         let Decide {
@@ -209,8 +219,11 @@ impl Decide<'_> {
             ..
         } = *self;
         for _ in 0..MAX_ATTEMPTS {
-            let (mut run, mut log) = match kept.take() {
-                Some(kept) => (kept, None),
+            let (mut run, mut log) = match first.take() {
+                Some(First::Kept(kept)) => (kept, None),
+                Some(First::Log(events)) => {
+                    (Loaded::of(run_id, &events), with_log.then_some(events))
+                }
                 None if with_log => {
                     let events = store.load(run_id).await?;
                     (Loaded::of(run_id, &events), Some(events))

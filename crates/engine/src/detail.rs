@@ -172,8 +172,7 @@ pub async fn approval_detail(
     store: &dyn Store,
     approval_id: &str,
 ) -> Result<ApprovalDetail, StoreError> {
-    let row = store.approval(approval_id).await?;
-    let events = store.load(&row.run_id).await?;
+    let (row, events) = store.approval_with_log(approval_id).await?;
     let run_id = row.run_id.clone();
     ApprovalDetail::of(row, &events).ok_or_else(|| {
         StoreError::Corrupt(format!(

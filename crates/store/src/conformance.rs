@@ -667,6 +667,14 @@ pub async fn approval_rows_are_upserted_filtered_and_paged(store: Arc<dyn Store>
         ok(store.approval("b1").await),
         approval_row("b1", "run-b", Pending, 150)
     );
+    // With its run's whole log, decision included.
+    let (row, log) = ok(store.approval_with_log("a2").await);
+    assert_eq!(row, decided_a2);
+    assert_eq!(log, ok(store.load("run-a").await));
+    assert_eq!(log.len(), 3);
+    let (row, log) = ok(store.approval_with_log("b1").await);
+    assert_eq!(row.run_id, "run-b");
+    assert_eq!(log, ok(store.load("run-b").await));
 
     let list =
         async |statuses: &[ApprovalStatus], run: Option<&str>, before: Option<&str>, limit| {
@@ -1081,6 +1089,9 @@ pub async fn unknown_ids_are_not_found(store: Arc<dyn Store>) {
         .await);
     assert_not_found(store.load("nope").await, "run", "nope");
     assert_not_found(store.approval("nope").await, "approval", "nope");
+    assert_not_found(store.approval_with_log("nope").await, "approval", "nope");
+    // The reader that found nothing reads on as before.
+    assert_eq!(ok(store.load("run-1").await).len(), 1);
     assert_not_found(
         store
             .approvals(&ApprovalQuery {

@@ -242,6 +242,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn approval_with_log(
+        &self,
+        id: &str,
+    ) -> Result<(ApprovalRow, Vec<StoredEvent>), StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .quick(move |conn| read::approval_with_log(conn, &id))
+            .await
+    }
+
     async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
         let query = query.clone();
         // A gate's read, of the few live grants that reach one run, is a

@@ -502,6 +502,35 @@ pub(crate) fn approval(conn: &Connection, id: &str) -> Result<ApprovalRow, Store
     }
 }
 
+/// [`approval`] and the [`load`] of its run, in one read transaction: both
+/// as of one commit, and the connection's page cache (which SQLite empties
+/// when another connection has committed since its last read) filled once.
+pub(crate) fn approval_with_log(
+    conn: &Connection,
+    id: &str,
+) -> Result<(ApprovalRow, Vec<StoredEvent>), StoreError> {
+    let statement = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    statement("BEGIN")
+        .map_err(|error| sqlite_failed(format!("cannot read approval {id}"), &error))?;
+    let read = approval(conn, id).and_then(|row| {
+        let events = load(conn, &row.run_id, 0)?;
+        Ok((row, events))
+    });
+    // A read commits nothing; ending it lets the log be checkpointed past
+    // its snapshot. Should even that fail, the connection must not keep
+    // the snapshot for its next read.
+    if let Err(error) = statement("COMMIT") {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return read.and(Err(sqlite_failed(
+            format!("cannot end the read of approval {id}"),
+            &error,
+        )));
+    }
+    read
+}
+
 /// Pending approvals due at `now`, soonest first.
 pub(crate) fn due_approvals(
     conn: &Connection,
