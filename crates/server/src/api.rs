@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::problem::Problem;
-use crate::state::AppState;
+use crate::state::{AppState, Waiting};
 use crate::wire::{
     Approval, ApprovalDetailBody, ApprovalPage, CreateApproval, DecisionAnswer, DecisionBody,
     DecisionKind, DeliveryList, DeliveryView, GrantBody, GrantList, GrantView, Me, Redelivery,
@@ -299,12 +299,14 @@ pub(crate) async fn get_approval(
             wait
         }
     };
+    // The wait starts before the read, so that no change after it is
+    // missed.
+    let waiting = (!wait.is_zero()).then(|| state.wait_on(&id));
     let detail = approval_detail(state.store.as_ref(), &id).await?;
     check_visible(&caller, &detail)?;
-    let detail = if wait.is_zero() {
-        expired_now(&state, detail).await?
-    } else {
-        wait_for_decision(&state, detail, wait).await?
+    let detail = match waiting {
+        None => expired_now(&state, detail).await?,
+        Some(waiting) => wait_for_decision(&state, detail, wait, waiting).await?,
     };
     Ok(axum::Json(ApprovalDetailBody::from(&detail)))
 }
@@ -326,7 +328,7 @@ pub(crate) async fn expired_now(
 async fn expire(state: &AppState, id: &str) -> Result<(), Problem> {
     match expire_approval(state.store.as_ref(), id, state.now()).await {
         Ok(_) => {
-            state.changed();
+            state.approval_changed(id);
             Ok(())
         }
         Err(error) => Err(error.into()),
@@ -334,14 +336,17 @@ async fn expire(state: &AppState, id: &str) -> Result<(), Problem> {
 }
 
 /// Waits until approval `detail` is decided, it expires, `wait` passes or
-/// the server shuts down; the approval as it then stands.
+/// the server shuts down; the approval as it then stands. `waiting` wakes
+/// it when this server changes the approval; changes made elsewhere wake
+/// it through [`AppState::outside`], or it looks again after a while.
 async fn wait_for_decision(
     state: &AppState,
     mut detail: ApprovalDetail,
     wait: Duration,
+    mut waiting: Waiting<'_>,
 ) -> Result<ApprovalDetail, Problem> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = state.changes.subscribe();
+    let mut outside = state.outside.subscribe();
     let mut shutdown = state.shutdown.subscribe();
     let id = detail.row.id.clone();
     loop {
@@ -356,7 +361,8 @@ async fn wait_for_decision(
             nap = nap.min(Duration::from_millis(left));
         }
         tokio::select! {
-            _ = changes.changed() => {}
+            _ = waiting.signal.changed() => {}
+            _ = outside.changed() => {}
             _ = shutdown.changed() => {}
             () = tokio::time::sleep(nap) => {}
         }
@@ -505,7 +511,7 @@ pub(crate) async fn record_decision(
     .await
     {
         Ok(detail) => {
-            state.changed();
+            state.approval_changed(id);
             if detail.row.status != ApprovalStatus::Pending {
                 state.metrics.decided(detail.row.created_at, now);
             }

@@ -183,7 +183,7 @@ async fn sweep_expired(state: Arc<AppState>) {
     loop {
         match expire_due(state.store.as_ref(), state.now()).await {
             Ok(0) => {}
-            Ok(_) => state.changed(),
+            Ok(_) => state.changed_outside(),
             // The store is down: readyz says so; try again next time.
             Err(_) => {}
         }
@@ -225,7 +225,7 @@ async fn follow_store(state: Arc<AppState>) {
         };
         if let Some(seq) = seen.filter(|seq| *seq > head) {
             head = seq;
-            state.changed();
+            state.changed_outside();
         }
     }
 }

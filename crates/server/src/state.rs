@@ -96,7 +96,36 @@ pub(crate) struct AppState {
     /// writes (PostgreSQL's `LISTEN`): waits then need to look at the
     /// store themselves only rarely.
     pub(crate) store_notifies: AtomicBool,
+    /// Bumped when the store changed by writes this server did not make:
+    /// another process's (as the store tells of them), and the expiry
+    /// sweep's. Waits on one approval look at it again then.
+    pub(crate) outside: watch::Sender<u64>,
+    /// The approvals that requests wait on (`?wait=`), each with a signal
+    /// sent when this server decides or expires it, and how many wait:
+    /// a write wakes only the waits on what it changed.
+    waits: Mutex<HashMap<String, (watch::Sender<()>, usize)>>,
     tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+}
+
+/// A request's wait on one approval ([`AppState::wait_on`]), until it is
+/// dropped.
+pub(crate) struct Waiting<'a> {
+    state: &'a AppState,
+    id: String,
+    /// Changes when this server changes the approval.
+    pub(crate) signal: watch::Receiver<()>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.state.waits();
+        if let Some((_, count)) = waits.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                waits.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -109,6 +138,8 @@ impl AppState {
             shutdown: watch::Sender::new(false),
             metrics: Metrics::default(),
             store_notifies: AtomicBool::new(false),
+            outside: watch::Sender::new(0),
+            waits: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -128,9 +159,46 @@ impl AppState {
         }
     }
 
-    /// Says that the store changed.
+    /// Says that this server wrote to the store.
     pub(crate) fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Says that this server changed approval `id` (decided or expired
+    /// it): wakes the waits on it.
+    pub(crate) fn approval_changed(&self, id: &str) {
+        self.changed();
+        if let Some((signal, _)) = self.waits().get(id) {
+            signal.send_replace(());
+        }
+    }
+
+    /// Says that the store changed by writes this server did not make.
+    pub(crate) fn changed_outside(&self) {
+        self.changed();
+        self.outside.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts a wait on approval `id`: from now on, this server's changes
+    /// to it show in the wait's signal.
+    pub(crate) fn wait_on(&self, id: &str) -> Waiting<'_> {
+        let mut waits = self.waits();
+        let (signal, count) = waits
+            .entry(id.to_owned())
+            .or_insert_with(|| (watch::Sender::new(()), 0));
+        *count += 1;
+        let signal = signal.subscribe();
+        Waiting {
+            state: self,
+            id: id.to_owned(),
+            signal,
+        }
+    }
+
+    fn waits(&self) -> std::sync::MutexGuard<'_, HashMap<String, (watch::Sender<()>, usize)>> {
+        // Each change of the map is one step: a panic cannot leave it
+        // half-changed.
+        self.waits.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The token with this hash, from the cache while it is fresh.

@@ -201,6 +201,62 @@ async fn an_agent_waits_for_the_decision_by_long_polling() {
 }
 
 #[tokio::test]
+async fn a_decision_wakes_the_waits_on_its_approval_at_once() {
+    // The server looks at the store by itself only once an hour: only
+    // the decision made through it can end these waits in time.
+    let server = TestServer::start_configured(POLICY, |config| {
+        config.poll = Duration::from_secs(3600);
+    })
+    .await;
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+    let first = server.ask(&bot, send_email("sally@gmail.com")).await;
+    let second = server.ask(&bot, send_email("bob@gmail.com")).await;
+    let wait = |approval: &Value| {
+        let client = server.client.clone();
+        let url = server.url(&format!(
+            "/v1/approvals/{}?wait=30s",
+            approval["id"].as_str().unwrap()
+        ));
+        let bot = bot.clone();
+        tokio::spawn(async move {
+            let response = client.get(url).bearer_auth(bot).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        })
+    };
+    let (one, two, other) = (wait(&first), wait(&first), wait(&second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let decide = async |approval: &Value, decision: Value| {
+        let path = format!(
+            "/v1/approvals/{}/decision",
+            approval["id"].as_str().unwrap()
+        );
+        let (status, problem) = server.post(&path, &alice, decision).await;
+        assert_eq!(status, StatusCode::OK, "{problem}");
+    };
+    decide(&first, json!({"decision": "approve"})).await;
+    for waiting in [one, two] {
+        let decided = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("both waits on the approval answer once it is decided")
+            .unwrap();
+        assert_eq!(decided["status"], "approved");
+    }
+    assert!(
+        !other.is_finished(),
+        "the wait on the other approval goes on"
+    );
+    decide(&second, json!({"decision": "reject"})).await;
+    let decided = tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("the other wait answers once its approval is decided")
+        .unwrap();
+    assert_eq!(decided["status"], "rejected");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_timeout_fails_closed() {
     let server = server().await;
     let bot = server.token("bot", Role::Agent, &[]).await;
