@@ -328,7 +328,7 @@ pub(crate) async fn expired_now(
 async fn expire(state: &AppState, id: &str) -> Result<(), Problem> {
     match expire_approval(state.store.as_ref(), id, state.now()).await {
         Ok(_) => {
-            state.approval_changed(id);
+            state.approval_changed(id, None);
             Ok(())
         }
         Err(error) => Err(error.into()),
@@ -361,7 +361,15 @@ async fn wait_for_decision(
             nap = nap.min(Duration::from_millis(left));
         }
         tokio::select! {
-            _ = waiting.signal.changed() => {}
+            changed = waiting.signal.changed() => {
+                // A decision through this server: the approval as it left
+                // it, as the store has it now.
+                let now = waiting.signal.borrow_and_update().clone();
+                if let (Ok(()), Some(now)) = (changed, now) {
+                    detail = ApprovalDetail::clone(&now);
+                    continue;
+                }
+            }
             _ = outside.changed() => {}
             _ = shutdown.changed() => {}
             () = tokio::time::sleep(nap) => {}
@@ -511,7 +519,7 @@ pub(crate) async fn record_decision(
     .await
     {
         Ok(detail) => {
-            state.approval_changed(id);
+            state.approval_changed(id, Some(&detail));
             if detail.row.status != ApprovalStatus::Pending {
                 state.metrics.decided(detail.row.created_at, now);
             }

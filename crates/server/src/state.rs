@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use toolgate_core::Policy;
 use toolgate_core::store::{Store, TokenRecord};
-use toolgate_engine::Clock;
+use toolgate_engine::{ApprovalDetail, Clock};
 
 use crate::metrics::Metrics;
 use crate::webhooks::Webhook;
@@ -103,7 +103,7 @@ pub(crate) struct AppState {
     /// The approvals that requests wait on (`?wait=`), each with a signal
     /// sent when this server decides or expires it, and how many wait:
     /// a write wakes only the waits on what it changed.
-    waits: Mutex<HashMap<String, (watch::Sender<()>, usize)>>,
+    waits: Mutex<HashMap<String, (watch::Sender<Changed>, usize)>>,
     tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
 }
 
@@ -113,8 +113,13 @@ pub(crate) struct Waiting<'a> {
     state: &'a AppState,
     id: String,
     /// Changes when this server changes the approval.
-    pub(crate) signal: watch::Receiver<()>,
+    pub(crate) signal: watch::Receiver<Changed>,
 }
+
+/// What a wait's signal carries: the approval as this server's write left
+/// it, when the write had it at hand (a decision does), so that the wait
+/// need not read it again.
+pub(crate) type Changed = Option<Arc<ApprovalDetail>>;
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
@@ -165,11 +170,11 @@ impl AppState {
     }
 
     /// Says that this server changed approval `id` (decided or expired
-    /// it): wakes the waits on it.
-    pub(crate) fn approval_changed(&self, id: &str) {
+    /// it), to `now` if known: wakes the waits on it.
+    pub(crate) fn approval_changed(&self, id: &str, now: Option<&ApprovalDetail>) {
         self.changed();
         if let Some((signal, _)) = self.waits().get(id) {
-            signal.send_replace(());
+            signal.send_replace(now.cloned().map(Arc::new));
         }
     }
 
@@ -185,7 +190,7 @@ impl AppState {
         let mut waits = self.waits();
         let (signal, count) = waits
             .entry(id.to_owned())
-            .or_insert_with(|| (watch::Sender::new(()), 0));
+            .or_insert_with(|| (watch::Sender::new(None), 0));
         *count += 1;
         let signal = signal.subscribe();
         Waiting {
@@ -195,7 +200,7 @@ impl AppState {
         }
     }
 
-    fn waits(&self) -> std::sync::MutexGuard<'_, HashMap<String, (watch::Sender<()>, usize)>> {
+    fn waits(&self) -> std::sync::MutexGuard<'_, HashMap<String, (watch::Sender<Changed>, usize)>> {
         // Each change of the map is one step: a panic cannot leave it
         // half-changed.
         self.waits.lock().unwrap_or_else(PoisonError::into_inner)

@@ -253,6 +253,34 @@ async fn a_decision_wakes_the_waits_on_its_approval_at_once() {
         .expect("the other wait answers once its approval is decided")
         .unwrap();
     assert_eq!(decided["status"], "rejected");
+
+    // Two of ops must approve: the first approval leaves it pending, and
+    // the wait goes on until the second.
+    let alice = server.token("alice-ops", Role::Approver, &["ops"]).await;
+    let carol = server.token("carol-ops", Role::Approver, &["ops"]).await;
+    let deploy = server
+        .ask(&bot, json!({"tool": "deploy", "args": {"version": "1.2"}}))
+        .await;
+    let waiting = wait(&deploy);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let path = format!("/v1/approvals/{}/decision", deploy["id"].as_str().unwrap());
+    let (status, first) = server
+        .post(&path, &alice, json!({"decision": "approve"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["approval"]["status"], "pending");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "one of two approvals ends no wait");
+    let (status, _) = server
+        .post(&path, &carol, json!({"decision": "approve"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let decided = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait answers once the quorum is met")
+        .unwrap();
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["approved_by"], json!(["alice-ops", "carol-ops"]));
     server.stop().await;
 }
 
