@@ -196,7 +196,8 @@ async fn sweep_expired(state: Arc<AppState>) {
 
 /// Wakes waits and event streams when another process writes to the
 /// store: at once with a store that notifies (PostgreSQL), else within the
-/// poll interval.
+/// poll interval (sooner while requests wait: see
+/// [`AppState::follow_interval`]).
 async fn follow_store(state: Arc<AppState>) {
     let mut shutdown = state.shutdown.subscribe();
     let mut head = state.store.audit_head().await.unwrap_or(0);
@@ -212,7 +213,7 @@ async fn follow_store(state: Arc<AppState>) {
             }
             Ok(None) => {
                 tokio::select! {
-                    () = tokio::time::sleep(state.config.poll) => {}
+                    () = tokio::time::sleep(state.follow_interval()) => {}
                     _ = shutdown.changed() => return,
                 }
                 state.store.audit_head().await.ok()

@@ -164,6 +164,22 @@ impl AppState {
         }
     }
 
+    /// How long `follow_store` waits between its looks at a store that
+    /// cannot tell of other processes' writes. Each look that finds the
+    /// store changed makes every wait read its approval again, and a wait
+    /// sees another process's decision only then: so it looks every 20 ms
+    /// while few wait, less often as more do (about 2,000 such reads a
+    /// second at most), and at the configured `poll` when none wait.
+    pub(crate) fn follow_interval(&self) -> Duration {
+        let waiting = u32::try_from(self.waits().len()).unwrap_or(u32::MAX);
+        if waiting == 0 {
+            return self.config.poll;
+        }
+        (Duration::from_micros(500).saturating_mul(waiting))
+            .max(Duration::from_millis(20))
+            .min(self.config.poll)
+    }
+
     /// Says that this server wrote to the store.
     pub(crate) fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -229,5 +245,37 @@ impl AppState {
             cache.retain(|_, (_, at)| at.elapsed() < limit);
         }
         cache.insert(token.hash, (token.clone(), Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_followed_more_often_while_few_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = toolgate_store::SqliteStore::open(dir.path().join("toolgate.db")).unwrap();
+        let mut config = ServerConfig::with_policy(Policy::default());
+        config.poll = Duration::from_millis(250);
+        let state = AppState::new(Arc::new(store), config, Arc::new(|| 0));
+        assert_eq!(state.follow_interval(), Duration::from_millis(250));
+        let one = state.wait_on("a1");
+        let again = state.wait_on("a1");
+        assert_eq!(state.follow_interval(), Duration::from_millis(20));
+        let many: Vec<_> = (0..200).map(|i| state.wait_on(&format!("b{i}"))).collect();
+        // 201 approvals waited on: 100.5 ms.
+        assert_eq!(state.follow_interval(), Duration::from_micros(100_500));
+        let more: Vec<_> = (0..1000).map(|i| state.wait_on(&format!("c{i}"))).collect();
+        assert_eq!(state.follow_interval(), Duration::from_millis(250));
+        drop((many, more, one));
+        assert_eq!(
+            state.follow_interval(),
+            Duration::from_millis(20),
+            "a1 is still waited on"
+        );
+        drop(again);
+        assert_eq!(state.follow_interval(), Duration::from_millis(250));
+        assert!(state.waits().is_empty(), "no wait is left behind");
     }
 }
