@@ -635,6 +635,22 @@ pub trait Store: Send + Sync {
     /// All tokens, newest first, revoked ones included.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 
+    /// The token with id `id`, revoked and expired ones included;
+    /// [`StoreError::NotFound`] for an unknown id.
+    ///
+    /// The default lists every token; stores override it to look the one
+    /// up by its key.
+    async fn token(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        self.tokens()
+            .await?
+            .into_iter()
+            .find(|token| token.id == id)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            })
+    }
+
     /// Revokes a token at `at`, by principal `by`, which a signed audit
     /// entry (`token_revoked`) records; false when it was revoked already
     /// (no entry then), [`StoreError::NotFound`] for an unknown id.

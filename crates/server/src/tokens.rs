@@ -168,12 +168,12 @@ pub(crate) async fn get_token(
     Id(id): Id,
 ) -> Result<axum::Json<TokenView>, Problem> {
     require_admin(&caller, "see tokens")?;
-    let tokens = state.store.tokens().await?;
-    let token = tokens
-        .iter()
-        .find(|t| t.id == id)
-        .ok_or_else(|| no_token(&id))?;
-    Ok(axum::Json(TokenView::of(token, state.now())))
+    let token = match state.store.token(&id).await {
+        Ok(token) => token,
+        Err(StoreError::NotFound { .. }) => return Err(no_token(&id)),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(axum::Json(TokenView::of(&token, state.now())))
 }
 
 /// Revoke a token (admins only): requests with it are refused from then

@@ -796,6 +796,8 @@ pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) 
     assert_eq!(ok(store.token_by_hash(&[2; 32]).await), Some(bot.clone()));
     assert_eq!(ok(store.token_by_hash(&[3; 32]).await), None);
     assert_eq!(ok(store.tokens().await), [bot.clone(), alice.clone()]);
+    assert_eq!(ok(store.token("t-bot").await), bot);
+    assert_not_found(store.token("t-nobody").await, "token", "t-nobody");
 
     // The same secret (or id) twice is refused, and the first one stays.
     let mut again = token("t-again", 1, 300);
@@ -818,6 +820,7 @@ pub async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) 
     );
     let revoked = ok(store.token_by_hash(&[1; 32]).await).unwrap();
     assert_eq!(revoked.revoked_at, Some(500));
+    assert_eq!(ok(store.token("t-alice").await), revoked);
     assert!(!revoked.is_live(501));
     assert!(bot.is_live(i64::MAX));
     assert!(!alice.is_live(1100), "expired");

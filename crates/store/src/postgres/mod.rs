@@ -1085,6 +1085,26 @@ impl Store for PgStore {
         rows.iter().map(token_record).collect()
     }
 
+    async fn token(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        let what = || format!("cannot read token {id}");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
+            .await
+            .map_err(|error| failed(what(), &error))?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(|error| failed(what(), &error))?
+        {
+            Some(row) => token_record(&row),
+            None => Err(StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
     async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
         self.revoke_audited(
             "token",

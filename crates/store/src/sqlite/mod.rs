@@ -322,6 +322,13 @@ impl Store for SqliteStore {
         self.readers.run(tokens::all).await
     }
 
+    async fn token(&self, id: &str) -> Result<TokenRecord, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .quick(move |conn| tokens::by_id(conn, &id))
+            .await
+    }
+
     async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.audited(move |conn, audit| tokens::revoke(conn, audit, &id, &by, at))

@@ -78,6 +78,20 @@ pub(crate) fn by_hash(
         .transpose()
 }
 
+/// The token with this id.
+pub(crate) fn by_id(conn: &Connection, id: &str) -> Result<TokenRecord, StoreError> {
+    let what = || format!("cannot read token {id}");
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1"))
+        .and_then(|mut statement| statement.query_row([id], |row| Ok(token(row))).optional())
+        .map_err(|error| sqlite_failed(what(), &error))?
+        .unwrap_or_else(|| {
+            Err(StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            })
+        })
+}
+
 /// Every token, newest first.
 pub(crate) fn all(conn: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
     let what = || "cannot list tokens".to_owned();
