@@ -139,9 +139,35 @@ pub(crate) async fn resume(args: ResumeArgs, store_args: &StoreArgs) -> anyhow::
 /// a process that dies leaves its run to workers after this.
 pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A name for this process as the driver of runs: `KIND:HOST:PID`.
+/// A name for this process as the driver of runs: `KIND:HOST:PID:START`,
+/// START being when it started (in clock ticks since the host booted), so
+/// that a later process given the same PID is not taken for it; where the
+/// start is not known (not Linux), `KIND:HOST:PID`.
 pub(crate) fn process_name(kind: &str) -> String {
-    format!("{kind}:{}:{}", host_name(), std::process::id())
+    let pid = std::process::id();
+    match process_stat(pid).as_deref().and_then(start_time) {
+        Some(start) => format!("{kind}:{}:{pid}:{start}", host_name()),
+        None => format!("{kind}:{}:{pid}", host_name()),
+    }
+}
+
+/// The status line of process `pid` (`/proc/PID/stat`), if it runs and
+/// this host has one.
+fn process_stat(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+}
+
+/// When a process started, from its status line: field 22. The command
+/// name (field 2) is in parentheses and may hold spaces and parentheses
+/// itself, so the fields are counted from the last `)`, after which field
+/// 3 comes.
+fn start_time(stat: &str) -> Option<u64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
 }
 
 fn host_name() -> String {
@@ -157,17 +183,29 @@ fn host_name() -> String {
 /// no longer runs. Only Linux can tell; elsewhere a dead process's lease is
 /// left to lapse.
 fn dead_local_process(owner: &str) -> bool {
-    let mut parts = owner.splitn(3, ':');
+    let mut parts = owner.splitn(4, ':');
     let (Some(_kind), Some(host), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    cfg!(target_os = "linux")
-        && host == host_name()
-        && pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    if !cfg!(target_os = "linux") || host != host_name() {
+        return false;
+    }
+    let running = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    match parts.next().map(str::parse::<u64>) {
+        // A process with that PID runs, or ran until now: it is the owner
+        // only if it started when the owner did. Should its start not be
+        // readable, it is taken to be the owner.
+        Some(Ok(start)) => match process_stat(pid) {
+            Some(stat) => start_time(&stat).is_some_and(|now| now != start),
+            None => !running(),
+        },
+        Some(Err(_)) => false,
+        // A name without a start (written by an older toolgate).
+        None => pid != std::process::id() && !running(),
+    }
 }
 
 pub(crate) fn model_spec(model: Option<String>) -> anyhow::Result<String> {
@@ -677,12 +715,34 @@ mod tests {
     fn only_a_dead_process_of_this_host_is_taken_over() {
         let me = process_name("cli");
         assert!(!dead_local_process(&me), "this process runs");
+        let (host, pid) = (host_name(), std::process::id());
+        let linux = cfg!(target_os = "linux");
+        assert_eq!(me.split(':').count(), if linux { 4 } else { 3 }, "{me}");
         // PIDs go up to 2^22 on Linux: this one is not running.
-        let dead = format!("cli:{}:4294967295", host_name());
-        assert_eq!(dead_local_process(&dead), cfg!(target_os = "linux"));
+        let dead = format!("cli:{host}:4294967295");
+        assert_eq!(dead_local_process(&dead), linux);
+        assert_eq!(dead_local_process(&format!("{dead}:12345")), linux);
+        // This process's PID, but another start: an earlier process that
+        // had the same PID, which is gone.
+        assert_eq!(dead_local_process(&format!("cli:{host}:{pid}:1")), linux);
+        assert!(!dead_local_process(&format!("cli:{host}:{pid}")));
         assert!(!dead_local_process("cli:another-host:4294967295"));
+        assert!(!dead_local_process("cli:another-host:4294967295:1"));
         assert!(!dead_local_process("worker-7"));
-        assert!(!dead_local_process(&format!("cli:{}:x", host_name())));
+        assert!(!dead_local_process(&format!("cli:{host}:x")));
+        assert!(!dead_local_process(&format!("cli:{host}:4294967295:soon")));
+    }
+
+    #[test]
+    fn a_start_is_read_past_any_command_name() {
+        let fields = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+        assert_eq!(
+            start_time(&format!("42 (toolgate) {fields}")),
+            Some(987_654)
+        );
+        assert_eq!(start_time(&format!("42 (a) (b c) {fields}")), Some(987_654));
+        assert_eq!(start_time("42 (toolgate) S 1 2"), None);
+        assert_eq!(start_time("garbage"), None);
     }
 
     fn message(spec: &str, error: ModelError) -> String {
