@@ -101,6 +101,33 @@ impl PgStore {
         self.committer.writer().client().await
     }
 
+    /// The `what` (`approval`, `token`) with id `id`, which `sql` selects
+    /// by `$1` and `row` reads; [`StoreError::NotFound`] when there is none.
+    async fn by_id<T>(
+        &self,
+        (what, id): (&'static str, &str),
+        sql: &str,
+        row: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let why = || format!("cannot read {what} {id}");
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|error| failed(why(), &error))?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(|error| failed(why(), &error))?
+        {
+            Some(found) => row(&found),
+            None => Err(StoreError::NotFound {
+                what,
+                id: id.to_owned(),
+            }),
+        }
+    }
+
     /// The store's signing key.
     fn signer(&self) -> &Signer32 {
         &self.committer.writer().signer
@@ -679,25 +706,12 @@ impl Store for PgStore {
     }
 
     async fn approval(&self, id: &str) -> Result<ApprovalRow, StoreError> {
-        let what = || format!("cannot read approval {id}");
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
-            ))
-            .await
-            .map_err(|error| failed(what(), &error))?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(|error| failed(what(), &error))?
-        {
-            Some(row) => approval_row(&row),
-            None => Err(StoreError::NotFound {
-                what: "approval",
-                id: id.to_owned(),
-            }),
-        }
+        self.by_id(
+            ("approval", id),
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
+            approval_row,
+        )
+        .await
     }
 
     async fn grants(&self, query: &GrantQuery) -> Result<Vec<Grant>, StoreError> {
@@ -1086,23 +1100,12 @@ impl Store for PgStore {
     }
 
     async fn token(&self, id: &str) -> Result<TokenRecord, StoreError> {
-        let what = || format!("cannot read token {id}");
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"))
-            .await
-            .map_err(|error| failed(what(), &error))?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(|error| failed(what(), &error))?
-        {
-            Some(row) => token_record(&row),
-            None => Err(StoreError::NotFound {
-                what: "token",
-                id: id.to_owned(),
-            }),
-        }
+        self.by_id(
+            ("token", id),
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+            token_record,
+        )
+        .await
     }
 
     async fn revoke_token(&self, id: &str, by: &str, at: i64) -> Result<bool, StoreError> {
