@@ -321,6 +321,14 @@ fn clear_flash_cookie(state: &AppState) -> String {
     )
 }
 
+/// Clears the flash cookie on `response` when the request carried a
+/// `flash`: a notice is shown once.
+fn clear_shown_flash(state: &AppState, response: &mut Response, flash: Option<Flash>) {
+    if flash.is_some() {
+        set_cookie(response, &clear_flash_cookie(state));
+    }
+}
+
 fn take_flash(headers: &HeaderMap) -> Option<Flash> {
     headers
         .get_all(header::COOKIE)
@@ -696,9 +704,7 @@ async fn approval_page(
         &Draft::default(),
     );
     let mut response = html(StatusCode::OK, markup);
-    if flash.is_some() {
-        set_cookie(&mut response, &clear_flash_cookie(&state));
-    }
+    clear_shown_flash(&state, &mut response, flash);
     response
 }
 
@@ -954,9 +960,7 @@ async fn grants_page(
     let notice = flash.map(|_| Notice::success("The grant is revoked."));
     let mut response =
         render_grants(&state, &session, &query, StatusCode::OK, notice.as_ref()).await;
-    if flash.is_some() {
-        set_cookie(&mut response, &clear_flash_cookie(&state));
-    }
+    clear_shown_flash(&state, &mut response, flash);
     response
 }
 
@@ -1033,9 +1037,7 @@ async fn tokens_page(
     let flash = take_flash(&headers).filter(|f| *f == Flash::TokenRevoked);
     let notice = flash.map(|_| Notice::success(TOKEN_REVOKED));
     let mut response = render_tokens(&state, &session, StatusCode::OK, None, notice.as_ref()).await;
-    if flash.is_some() {
-        set_cookie(&mut response, &clear_flash_cookie(&state));
-    }
+    clear_shown_flash(&state, &mut response, flash);
     response
 }
 
