@@ -62,6 +62,32 @@ pub struct CallRequest {
     pub start: bool,
     /// Whether grants are ignored: only policy clears the call, or people.
     pub skip_grants: bool,
+    /// The id to give the call's approval, made beforehand by a caller
+    /// that must know it before the call is recorded (a server that starts
+    /// waiting on the approval first, so that no decision can slip in
+    /// between); `None` makes a new one.
+    pub approval_id: Option<NewApprovalId>,
+}
+
+/// The id of an approval not recorded yet ([`CallRequest::approval_id`]).
+///
+/// Only [`NewApprovalId::new`] makes one: a UUIDv7, as every approval id,
+/// so it names no approval already stored. A request whose run already
+/// has an approval with this id is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApprovalId(String);
+
+impl NewApprovalId {
+    /// A new approval id.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NewApprovalId(new_id())
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl CallRequest {
@@ -224,7 +250,16 @@ pub async fn request_call_kept(
             Gate::Ask { .. } => ask.timeout.map(|timeout| time::after(now, timeout)),
             _ => None,
         };
-        let approval_id = new_id();
+        let approval_id = match &request.approval_id {
+            Some(id) if after.approval(id.as_str()).is_some() => {
+                return Err(RequestError::Invalid(format!(
+                    "run {run_id} already has approval {}: make a new id for each call",
+                    id.as_str()
+                )));
+            }
+            Some(id) => id.as_str().to_owned(),
+            None => new_id(),
+        };
         let cleared = matches!(gate, Gate::Allow { .. } | Gate::Granted { .. });
         let mut events = vec![
             asked,

@@ -56,7 +56,7 @@ pub use decide::{
 };
 pub use detail::{ApprovalDetail, approval_detail};
 pub use external::{
-    CallReport, CallRequest, RequestError, RequestedCall, report_call, request_call,
+    CallReport, CallRequest, NewApprovalId, RequestError, RequestedCall, report_call, request_call,
     request_call_kept, withdraw_call,
 };
 

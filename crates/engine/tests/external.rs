@@ -20,8 +20,8 @@ use toolgate_core::store::{
 };
 use toolgate_core::{Principal, Role, ToolHints};
 use toolgate_engine::{
-    CallReport, CallRequest, DecideError, DecisionRequest, RequestError, decide, report_call,
-    request_call, request_call_kept, withdraw_call,
+    CallReport, CallRequest, DecideError, DecisionRequest, NewApprovalId, RequestError, decide,
+    report_call, request_call, request_call_kept, withdraw_call,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -715,4 +715,54 @@ timeout = "1m"
             at += 1;
         }
     }
+}
+
+#[tokio::test]
+async fn an_approval_id_made_beforehand_names_the_approval_and_only_once() {
+    let (store, _dir) = store();
+    let id = NewApprovalId::new();
+    let mut first = request("files:write_file", ToolHints::default());
+    first.approval_id = Some(id.clone());
+    let detail = request_call(&*store, &Policy::default(), &agent(), first, NOW)
+        .await
+        .unwrap();
+    assert_eq!(detail.row.id, id.as_str());
+    assert_eq!(store.approval(id.as_str()).await.unwrap().id, id.as_str());
+
+    // The same id for another call of the run is refused, and nothing is
+    // stored for it.
+    let before = store.load("session-1").await.unwrap().len();
+    let mut again = request("files:write_file", ToolHints::default());
+    again.approval_id = Some(id.clone());
+    let refused = request_call(&*store, &Policy::default(), &agent(), again, NOW + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, RequestError::Invalid(_)), "{refused}");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "run session-1 already has approval {}: make a new id for each call",
+            id.as_str()
+        )
+    );
+    assert_eq!(store.load("session-1").await.unwrap().len(), before);
+
+    // In another run, the store refuses it: an approval stays in its run.
+    let mut elsewhere = request("files:write_file", ToolHints::default());
+    elsewhere.run_id = Some("session-2".to_owned());
+    elsewhere.approval_id = Some(id.clone());
+    let refused = request_call(&*store, &Policy::default(), &agent(), elsewhere, NOW + 2)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("belongs to another run"),
+        "{refused}"
+    );
+    assert!(matches!(
+        store.load("session-2").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let row = store.approval(id.as_str()).await.unwrap();
+    assert_eq!(row.run_id, "session-1");
+    assert_eq!(row.status, ApprovalStatus::Pending);
 }

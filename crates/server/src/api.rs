@@ -14,8 +14,8 @@ use toolgate_core::run::ApprovalStatus;
 use toolgate_core::store::{ApprovalQuery, DeliveryQuery, DeliveryStatus, GrantQuery, StoreError};
 use toolgate_core::{Fingerprint, ToolHints};
 use toolgate_engine::{
-    ApprovalDetail, CallRequest, DecideError, DecisionRequest, approval_detail, decide_detailed,
-    expire_approval, request_call,
+    ApprovalDetail, CallRequest, DecideError, DecisionRequest, NewApprovalId, approval_detail,
+    decide_detailed, expire_approval, request_call,
 };
 use utoipa::IntoParams;
 
@@ -77,14 +77,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
 /// The call is gated at once: by policy (`allow`, `deny`), by a standing
 /// grant, or it waits for people (`pending`). Run the tool only when the
 /// status is `approved` or `edited` (then with `args`, which an approver
-/// may have changed).
+/// may have changed). With `?wait=30s`, a call that waits for people is
+/// answered when they decide (or the wait ends, still `pending`: wait
+/// again on the `Location`), in the one request.
 #[utoipa::path(
     post, path = "/v1/approvals", tag = "approvals",
+    params(WaitParams),
     request_body = CreateApproval,
     responses(
         (status = 201, description = "Recorded; decided or pending", body = ApprovalDetailBody,
          headers(("Location" = String, description = "The approval's URL"))),
-        (status = 400, description = "Malformed request", body = crate::problem::ProblemDocument),
+        (status = 400, description = "Malformed request, or a bad wait", body = crate::problem::ProblemDocument),
         (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
         (status = 403, description = "The run belongs to another principal", body = crate::problem::ProblemDocument),
         (status = 409, description = "The run is not an outside agent's", body = crate::problem::ProblemDocument),
@@ -95,9 +98,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
 pub(crate) async fn create_approval(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Params(params): Params<WaitParams>,
     Body(body): Body<CreateApproval>,
 ) -> Result<Response, Problem> {
+    let wait = wait_of(&state, params.wait.as_deref())?;
     let mut request = CallRequest::new(body.tool, body.args);
+    // The wait starts before the call is recorded, so that no decision
+    // made as soon as it is comes unseen.
+    let waiting = (!wait.is_zero()).then(|| {
+        let id = NewApprovalId::new();
+        let waiting = state.wait_on(id.as_str());
+        request.approval_id = Some(id);
+        waiting
+    });
     request.run_id = body.run_id;
     request.thread = body.thread;
     request.schema = body.schema;
@@ -117,6 +130,12 @@ pub(crate) async fn create_approval(
     )
     .await?;
     state.changed();
+    let detail = match waiting {
+        Some(waiting) if detail.row.status == ApprovalStatus::Pending => {
+            wait_for_decision(&state, detail, wait, waiting).await?
+        }
+        _ => detail,
+    };
     let location = format!("/v1/approvals/{}", detail.row.id);
     let mut response = (
         StatusCode::CREATED,
@@ -281,24 +300,7 @@ pub(crate) async fn get_approval(
     Id(id): Id,
     Params(params): Params<WaitParams>,
 ) -> Result<axum::Json<ApprovalDetailBody>, Problem> {
-    let wait = match params.wait.as_deref() {
-        None => Duration::ZERO,
-        Some(text) => {
-            let wait = humantime::parse_duration(text).map_err(|error| {
-                Problem::bad_request(format!(
-                    "wait=`{text}` is not a duration ({error}); write it like 30s or 2m"
-                ))
-            })?;
-            if wait > state.config.max_wait {
-                return Err(Problem::bad_request(format!(
-                    "wait={text} is longer than this server waits ({}); wait again after it \
-                     answers",
-                    humantime::format_duration(state.config.max_wait)
-                )));
-            }
-            wait
-        }
-    };
+    let wait = wait_of(&state, params.wait.as_deref())?;
     // The wait starts before the read, so that no change after it is
     // missed.
     let waiting = (!wait.is_zero()).then(|| state.wait_on(&id));
@@ -309,6 +311,25 @@ pub(crate) async fn get_approval(
         Some(waiting) => wait_for_decision(&state, detail, wait, waiting).await?,
     };
     Ok(axum::Json(ApprovalDetailBody::from(&detail)))
+}
+
+/// How long a request's `?wait=` asks to wait: zero without one.
+fn wait_of(state: &AppState, wait: Option<&str>) -> Result<Duration, Problem> {
+    let Some(text) = wait else {
+        return Ok(Duration::ZERO);
+    };
+    let wait = humantime::parse_duration(text).map_err(|error| {
+        Problem::bad_request(format!(
+            "wait=`{text}` is not a duration ({error}); write it like 30s or 2m"
+        ))
+    })?;
+    if wait > state.config.max_wait {
+        return Err(Problem::bad_request(format!(
+            "wait={text} is longer than this server waits ({}); wait again after it answers",
+            humantime::format_duration(state.config.max_wait)
+        )));
+    }
+    Ok(wait)
 }
 
 /// The approval, expired first if it is pending past its time.
@@ -346,7 +367,6 @@ async fn wait_for_decision(
     mut waiting: Waiting<'_>,
 ) -> Result<ApprovalDetail, Problem> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut outside = state.outside.subscribe();
     let mut shutdown = state.shutdown.subscribe();
     let id = detail.row.id.clone();
     loop {
@@ -370,7 +390,7 @@ async fn wait_for_decision(
                     continue;
                 }
             }
-            _ = outside.changed() => {}
+            _ = waiting.outside.changed() => {}
             _ = shutdown.changed() => {}
             () = tokio::time::sleep(nap) => {}
         }

@@ -114,6 +114,9 @@ pub(crate) struct Waiting<'a> {
     id: String,
     /// Changes when this server changes the approval.
     pub(crate) signal: watch::Receiver<Changed>,
+    /// Changes when the store changed by writes this server did not make
+    /// ([`AppState::outside`]) since the wait started.
+    pub(crate) outside: watch::Receiver<u64>,
 }
 
 /// What a wait's signal carries: the approval as this server's write left
@@ -213,6 +216,7 @@ impl AppState {
             state: self,
             id: id.to_owned(),
             signal,
+            outside: self.outside.subscribe(),
         }
     }
 

@@ -201,6 +201,145 @@ async fn an_agent_waits_for_the_decision_by_long_polling() {
 }
 
 #[tokio::test]
+async fn an_agent_asks_and_waits_in_one_request() {
+    // The server looks at the store by itself only once an hour: only a
+    // wait that started before the call was recorded sees the decision
+    // made through it at once.
+    let server = TestServer::start_configured(POLICY, |config| {
+        config.poll = Duration::from_secs(3600);
+    })
+    .await;
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+    let asking = {
+        let client = server.client.clone();
+        let url = server.url("/v1/approvals?wait=30s");
+        let bot = bot.clone();
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(bot)
+                .json(&send_email("sally@gmail.com"))
+                .send()
+                .await
+                .unwrap();
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            (
+                response.status(),
+                location,
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    // The approver finds it in the pending list, as an inbox would.
+    let id = loop {
+        let (status, page) = server.get("/v1/approvals?status=pending", &alice).await;
+        assert_eq!(status, StatusCode::OK);
+        if let Some(first) = page["approvals"].as_array().unwrap().first() {
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            !asking.is_finished(),
+            "the ask answered before any decision"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !asking.is_finished(),
+        "the ask answered before any decision"
+    );
+    let (status, _) = server
+        .post(
+            &format!("/v1/approvals/{id}/decision"),
+            &alice,
+            json!({"decision": "edit", "args": {"recipient": "sally@example.org", "message": "Hello"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, location, decided) = tokio::time::timeout(Duration::from_secs(10), asking)
+        .await
+        .expect("the ask answers once decided")
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(location, format!("/v1/approvals/{id}"));
+    assert_eq!(decided["id"], id.as_str());
+    assert_eq!(decided["status"], "edited");
+    assert_eq!(decided["args"]["recipient"], "sally@example.org");
+
+    // Nobody decides: the ask answers when its wait ends, still pending,
+    // and the agent waits again on the approval's URL.
+    let response = server
+        .client
+        .post(server.url("/v1/approvals?wait=200ms"))
+        .bearer_auth(&bot)
+        .json(&send_email("bob@gmail.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let still: Value = response.json().await.unwrap();
+    assert_eq!(still["status"], "pending");
+    assert_eq!(
+        location,
+        format!("/v1/approvals/{}", still["id"].as_str().unwrap())
+    );
+    let (status, again) = server.get(&format!("{location}?wait=100ms"), &bot).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["status"], "pending");
+
+    // A call that policy settles is answered at once, wait or not.
+    let settled = tokio::time::timeout(
+        Duration::from_secs(10),
+        server.post("/v1/approvals?wait=5m", &bot, send_email("bob@example.com")),
+    )
+    .await
+    .expect("a settled call does not wait");
+    assert_eq!(settled.0, StatusCode::CREATED);
+    assert_eq!(settled.1["status"], "approved");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ask_with_a_bad_wait_is_refused_and_records_nothing() {
+    let server = server().await;
+    let bot = server.token("bot", Role::Agent, &[]).await;
+    let alice = server.token("alice", Role::Approver, &[]).await;
+    for (query, detail) in [
+        (
+            "wait=soon",
+            "wait=`soon` is not a duration (expected number at 0); write it like 30s or 2m",
+        ),
+        (
+            "wait=6m",
+            "wait=6m is longer than this server waits (5m); wait again after it answers",
+        ),
+        ("until=30s", ""),
+    ] {
+        let (status, problem) = server
+            .post(
+                &format!("/v1/approvals?{query}"),
+                &bot,
+                send_email("sally@gmail.com"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
+        if detail.is_empty() {
+            assert!(
+                problem["detail"].as_str().unwrap().contains("until"),
+                "{query}: {problem}"
+            );
+        } else {
+            assert_eq!(problem["detail"], detail, "{query}");
+        }
+    }
+    let (_, page) = server.get("/v1/approvals", &alice).await;
+    assert_eq!(page["approvals"], json!([]), "nothing was recorded");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_decision_wakes_the_waits_on_its_approval_at_once() {
     // The server looks at the store by itself only once an hour: only
     // the decision made through it can end these waits in time.
