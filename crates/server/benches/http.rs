@@ -15,6 +15,11 @@
 //!   each followed by a long-poll (`?wait=30s`) that an approver task
 //!   answers by deciding it over HTTP: the whole create-and-wait cycle,
 //!   timed by the agents (percentiles printed).
+//! - `ask-wait [CONNECTIONS] [SECONDS]`: the cycle in two requests, as an
+//!   agent that asks and waits at once makes it: `POST
+//!   /v1/approvals?wait=30s` answers when the approval is decided. The
+//!   approver task learns of each approval from `/v1/events`, as an
+//!   approver's program would, and decides it over HTTP.
 //! - `servers [N] [CONNECTIONS] [SECONDS]`: the cycle of `cycle` across N
 //!   `toolgate serve` processes (default 2) on one store: each agent asks
 //!   and waits on one server, and its approval is decided on the next, so
@@ -321,6 +326,115 @@ async fn cycle(connections: u64, seconds: u64) {
     bench.writer_report(before);
 }
 
+/// The cycle in two requests: each agent asks and waits in one
+/// (`POST /v1/approvals?wait=30s`); the approver follows `/v1/events` and
+/// decides each approval it sees asked for.
+async fn ask_wait(connections: u64, seconds: u64) {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+
+    let bench = start(ASK_POLICY).await;
+    let base = bench.base.clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap();
+    let before = bench.writer_stats();
+    let events = client
+        .get(format!("{base}/v1/events"))
+        .bearer_auth(&bench.approver)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let approver = {
+        let (client, approver, base) = (client.clone(), bench.approver.clone(), base.clone());
+        tokio::spawn(async move {
+            let limit = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut events = events.bytes_stream().eventsource();
+            while let Some(event) = events.next().await {
+                let event = event.unwrap();
+                if event.event != "approval_requested" {
+                    continue;
+                }
+                let entry: Value = serde_json::from_str(&event.data).unwrap();
+                let id = entry["event"]["approval_id"].as_str().unwrap().to_owned();
+                let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
+                let (client, approver, base) = (client.clone(), approver.clone(), base.clone());
+                tokio::spawn(async move {
+                    let response = client
+                        .post(format!("{base}/v1/approvals/{id}/decision"))
+                        .bearer_auth(&approver)
+                        .json(&json!({"decision": "approve"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    drop(permit);
+                });
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut agents = Vec::new();
+    for i in 0..connections {
+        let (client, agent, base) = (client.clone(), bench.agent.clone(), base.clone());
+        agents.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let mut n = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let decided: Value = client
+                    .post(format!("{base}/v1/approvals?wait=30s"))
+                    .bearer_auth(&agent)
+                    .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(decided["status"], "approved", "{decided}");
+                times.push(t.elapsed());
+                n += 1;
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for agent in agents {
+        times.extend(agent.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    approver.abort();
+    report_cycles("ask-wait", connections, 1, &mut times, elapsed, 2);
+    bench.writer_report(before);
+}
+
+/// Prints the cycles per second and the percentiles of their times.
+fn report_cycles(
+    mode: &str,
+    connections: u64,
+    servers: usize,
+    times: &mut [Duration],
+    elapsed: f64,
+    requests: u32,
+) {
+    times.sort();
+    println!(
+        "{mode}: {connections} agents, {servers} server(s), {} cycles in {elapsed:.1} s = {:.0} cycles/s ({requests} HTTP requests each)",
+        times.len(),
+        times.len() as f64 / elapsed
+    );
+    println!(
+        "  cycle time p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
+        percentile(times, 0.5).as_secs_f64() * 1000.0,
+        percentile(times, 0.9).as_secs_f64() * 1000.0,
+        percentile(times, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
 /// Agents asking about calls that wait and long-polling for the decision,
 /// which an approver task makes over HTTP as soon as each is asked for:
 /// agent `i` uses server `i` (of `bases`, in turn), and its approval is
@@ -413,19 +527,7 @@ async fn run_cycle(
     }
     let elapsed = started.elapsed().as_secs_f64();
     approver.await.unwrap();
-    times.sort();
-    println!(
-        "cycle: {connections} agents, {} server(s), {} cycles in {elapsed:.1} s = {:.0} cycles/s (3 HTTP requests each)",
-        bases.len(),
-        times.len(),
-        times.len() as f64 / elapsed
-    );
-    println!(
-        "  cycle time p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
-        percentile(&times, 0.5).as_secs_f64() * 1000.0,
-        percentile(&times, 0.9).as_secs_f64() * 1000.0,
-        percentile(&times, 0.99).as_secs_f64() * 1000.0
-    );
+    report_cycles("cycle", connections, bases.len(), &mut times, elapsed, 3);
 }
 
 /// The `toolgate` binary that `servers` runs.
@@ -585,10 +687,13 @@ fn main() {
             }
             Some("ask") => ask(number(1, 64), number(2, 10)).await,
             Some("cycle") => cycle(number(1, 64), number(2, 10)).await,
+            Some("ask-wait") => ask_wait(number(1, 64), number(2, 10)).await,
             Some("servers") => servers(number(1, 2), number(2, 64), number(3, 10)).await,
             Some("pending") => pending(number(1, 1_000_000)).await,
             other => {
-                eprintln!("unknown mode {other:?}: use decide, ask, cycle, servers or pending");
+                eprintln!(
+                    "unknown mode {other:?}: use decide, ask, cycle, ask-wait, servers or pending"
+                );
                 std::process::exit(2);
             }
         }
