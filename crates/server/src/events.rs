@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use toolgate_core::audit::AuditEntry;
 use utoipa::IntoParams;
 
@@ -150,16 +150,88 @@ impl Follower {
 }
 
 fn sse_event(entry: &AuditEntry) -> Event {
-    let body: Value = serde_json::from_str(&entry.body).unwrap_or(Value::Null);
-    let data = json!({
-        "seq": entry.seq,
-        "at": toolgate_core::time::format_millis(entry.at),
-        "run_id": entry.run_id,
-        "kind": entry.kind,
-        "event": body,
-    });
     Event::default()
         .id(entry.seq.to_string())
         .event(entry.kind.clone())
-        .data(data.to_string())
+        .data(sse_data(entry))
+}
+
+/// An entry's `data`: `{"seq", "at", "run_id", "kind", "event"}`, where
+/// `event` is the entry's body as stored (JSON text, so it goes in as it
+/// is, checked but not parsed into a tree and written out again), or
+/// `null` should the body not be JSON.
+fn sse_data(entry: &AuditEntry) -> String {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        seq: u64,
+        at: String,
+        run_id: &'a Option<String>,
+        kind: &'a str,
+    }
+    let head = Head {
+        seq: entry.seq,
+        at: toolgate_core::time::format_millis(entry.at),
+        run_id: &entry.run_id,
+        kind: &entry.kind,
+    };
+    let body = entry.body.trim();
+    let body = match serde_json::from_str::<IgnoredAny>(body) {
+        Ok(_) => body,
+        Err(_) => "null",
+    };
+    let mut data = serde_json::to_string(&head).expect("the head is plain data");
+    // `{…}` becomes `{…,"event":BODY}`.
+    data.pop();
+    data.reserve(body.len() + 10);
+    data.push_str(",\"event\":");
+    data.push_str(body);
+    data.push('}');
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn entry(body: &str, run_id: Option<&str>) -> AuditEntry {
+        AuditEntry {
+            seq: 42,
+            at: 1_800_000_000_123,
+            run_id: run_id.map(str::to_owned),
+            kind: "approval_requested".to_owned(),
+            body: body.to_owned(),
+            hash: [0; 32],
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn the_data_holds_the_body_as_stored() {
+        let body = r#"{"type":"approval_requested","approval_id":"a1","args":{"to":"\"x\" <y@z>\n","n":1.5}}"#;
+        let data = sse_data(&entry(body, Some("run-1")));
+        let parsed: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(
+            parsed,
+            json!({
+                "seq": 42,
+                "at": toolgate_core::time::format_millis(1_800_000_000_123),
+                "run_id": "run-1",
+                "kind": "approval_requested",
+                "event": serde_json::from_str::<Value>(body).unwrap(),
+            })
+        );
+        assert!(data.ends_with(&format!(",\"event\":{body}}}")), "{data}");
+        assert!(!data.contains('\n'), "one data line: {data}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_sent_as_null() {
+        for body in ["", "{\"type\":", "not json", "{} {}"] {
+            let data = sse_data(&entry(body, None));
+            let parsed: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(parsed["event"], Value::Null, "{body:?}");
+            assert_eq!(parsed["run_id"], Value::Null);
+        }
+    }
 }
