@@ -150,6 +150,7 @@ pub(crate) async fn create_approval(
 
 /// Which approvals to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Statuses, comma-separated (`pending`, `approved`, `edited`,
@@ -274,6 +275,7 @@ pub(crate) fn parse_statuses(text: Option<&str>) -> Result<Vec<ApprovalStatus>, 
 
 /// How long to wait for a decision.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WaitParams {
     /// Wait up to this long (`30s`, `2m`) while the approval is pending,
@@ -572,6 +574,7 @@ pub(crate) async fn record_decision(
 
 /// Which grants to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantListParams {
     /// `live` for the grants that still cover calls (neither revoked, nor
@@ -685,6 +688,7 @@ pub(crate) async fn me(caller: Caller) -> axum::Json<Me> {
 
 /// Which webhook deliveries to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeliveryParams {
     /// Only this status: `pending`, `delivered` or `failed`; all by

@@ -30,6 +30,7 @@ const PAGE: usize = 256;
 
 /// Where to start.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventParams {
     /// Send the entries after this sequence number (0 for the whole log);

@@ -1282,6 +1282,27 @@ async fn health_metrics_and_the_openapi_document() {
             "{method} {path} is documented"
         );
     }
+    // Query strings are documented as such, each parameter optional (both
+    // ways to wait for a decision among them).
+    for (path, method, name) in [
+        ("/v1/approvals", "post", "wait"),
+        ("/v1/approvals/{id}", "get", "wait"),
+        ("/v1/approvals", "get", "status"),
+        ("/v1/approvals", "get", "limit"),
+        ("/v1/grants", "get", "state"),
+        ("/v1/events", "get", "after"),
+        ("/v1/webhooks/deliveries", "get", "status"),
+    ] {
+        let parameters = paths[path][method]["parameters"].as_array().unwrap();
+        let parameter = parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} documents {name}: {parameters:?}"));
+        assert_eq!(parameter["in"], "query", "{method} {path} {name}");
+        assert_ne!(parameter["required"], true, "{method} {path} {name}");
+    }
+    let id = &paths["/v1/approvals/{id}"]["get"]["parameters"][0];
+    assert_eq!((&id["name"], &id["in"]), (&json!("id"), &json!("path")));
     assert!(document["components"]["schemas"]["Problem"].is_object());
     assert_eq!(
         document["components"]["securitySchemes"]["token"]["scheme"],
