@@ -176,6 +176,11 @@ async fn serve_http(
          {who}; Ctrl-C stops",
         gateway.name()
     );
+    // Responses stream as server-sent events: each small write goes out at
+    // once instead of after the client's delayed ACK (up to 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             crate::serve::shutdown_signal().await;

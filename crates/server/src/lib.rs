@@ -43,6 +43,7 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use serde_json::json;
 use toolgate_core::store::Store;
 use toolgate_engine::{Clock, expire_due, system_clock};
@@ -144,6 +145,14 @@ impl Server {
         };
         let state = Arc::clone(&self.state);
         let router = self.router();
+        // Without TCP_NODELAY, a small write (an event of a stream, say)
+        // that follows one not yet acknowledged waits for the client's
+        // delayed ACK, up to 40 ms on Linux.
+        // It fails only for a connection already gone, which then fails
+        // its first read anyway.
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
