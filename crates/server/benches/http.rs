@@ -335,10 +335,7 @@ async fn ask_wait(connections: u64, seconds: u64) {
 
     let bench = start(ASK_POLICY).await;
     let base = bench.base.clone();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .unwrap();
+    let client = client();
     let before = bench.writer_stats();
     let events = client
         .get(format!("{base}/v1/events"))
@@ -348,9 +345,8 @@ async fn ask_wait(connections: u64, seconds: u64) {
         .unwrap();
     assert_eq!(events.status(), 200);
     let approver = {
-        let (client, approver, base) = (client.clone(), bench.approver.clone(), base.clone());
+        let (approver, base) = (Approver::new(&client, &bench.approver), base.clone());
         tokio::spawn(async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(64));
             let mut events = events.bytes_stream().eventsource();
             while let Some(event) = events.next().await {
                 let event = event.unwrap();
@@ -358,44 +354,97 @@ async fn ask_wait(connections: u64, seconds: u64) {
                     continue;
                 }
                 let entry: Value = serde_json::from_str(&event.data).unwrap();
-                let id = entry["event"]["approval_id"].as_str().unwrap().to_owned();
-                let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
-                let (client, approver, base) = (client.clone(), approver.clone(), base.clone());
-                tokio::spawn(async move {
-                    let response = client
-                        .post(format!("{base}/v1/approvals/{id}/decision"))
-                        .bearer_auth(&approver)
-                        .json(&json!({"decision": "approve"}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
-                    drop(permit);
-                });
+                let id = entry["event"]["approval_id"].as_str().unwrap();
+                approver.approve(&base, id).await;
             }
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
+    let agent = bench.agent.clone();
+    let mut times = time_agents(connections, seconds, move |i, n| {
+        let (client, agent, base) = (client.clone(), agent.clone(), base.clone());
+        async move {
+            let decided: Value = client
+                .post(format!("{base}/v1/approvals?wait=30s"))
+                .bearer_auth(&agent)
+                .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(decided["status"], "approved", "{decided}");
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    approver.abort();
+    report_cycles("ask-wait", connections, 1, &mut times, elapsed, 2);
+    bench.writer_report(before);
+}
+
+/// The bench's HTTP client.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap()
+}
+
+/// Approves approvals over HTTP as soon as it is told of them, at most
+/// 64 at a time.
+#[derive(Clone)]
+struct Approver {
+    client: reqwest::Client,
+    token: String,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+impl Approver {
+    fn new(client: &reqwest::Client, token: &str) -> Approver {
+        Approver {
+            client: client.clone(),
+            token: token.to_owned(),
+            limit: Arc::new(tokio::sync::Semaphore::new(64)),
+        }
+    }
+
+    /// Starts approving approval `id` on the server at `base`, once fewer
+    /// than 64 decisions are in flight.
+    async fn approve(&self, base: &str, id: &str) {
+        let permit = Arc::clone(&self.limit).acquire_owned().await.unwrap();
+        let request = self
+            .client
+            .post(format!("{base}/v1/approvals/{id}/decision"))
+            .bearer_auth(&self.token)
+            .json(&json!({"decision": "approve"}));
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            drop(permit);
+        });
+    }
+}
+
+/// Runs `connections` agents for `seconds`: agent `i` does
+/// `cycle(i, n)` for n = 0, 1, … until the time is up. The time each
+/// cycle took.
+async fn time_agents<C, F>(connections: u64, seconds: u64, cycle: C) -> Vec<Duration>
+where
+    C: Fn(u64, u64) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut agents = Vec::new();
     for i in 0..connections {
-        let (client, agent, base) = (client.clone(), bench.agent.clone(), base.clone());
+        let cycle = cycle.clone();
         agents.push(tokio::spawn(async move {
             let mut times = Vec::new();
             let mut n = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let decided: Value = client
-                    .post(format!("{base}/v1/approvals?wait=30s"))
-                    .bearer_auth(&agent)
-                    .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert_eq!(decided["status"], "approved", "{decided}");
+                cycle(i, n).await;
                 times.push(t.elapsed());
                 n += 1;
             }
@@ -406,10 +455,7 @@ async fn ask_wait(connections: u64, seconds: u64) {
     for agent in agents {
         times.extend(agent.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    approver.abort();
-    report_cycles("ask-wait", connections, 1, &mut times, elapsed, 2);
-    bench.writer_report(before);
+    times
 }
 
 /// Prints the cycles per second and the percentiles of their times.
@@ -447,87 +493,59 @@ async fn run_cycle(
     seconds: u64,
 ) {
     let bases = Arc::new(bases);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let client = client();
     let (ids, mut to_decide) = tokio::sync::mpsc::unbounded_channel::<(String, usize)>();
     // The approver: decides each approval as soon as it is asked for.
     let approver = {
-        let (bases, client, approver) = (Arc::clone(&bases), client.clone(), approver.to_owned());
+        let (bases, approver) = (Arc::clone(&bases), Approver::new(&client, approver));
         tokio::spawn(async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(64));
             while let Some((id, server)) = to_decide.recv().await {
-                let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
-                let (client, approver) = (client.clone(), approver.clone());
-                let base = bases[(server + 1) % bases.len()].clone();
-                tokio::spawn(async move {
-                    let response = client
-                        .post(format!("{base}/v1/approvals/{id}/decision"))
-                        .bearer_auth(&approver)
-                        .json(&json!({"decision": "approve"}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
-                    drop(permit);
-                });
+                let base = &bases[(server + 1) % bases.len()];
+                approver.approve(base, &id).await;
             }
         })
     };
     let started = Instant::now();
-    let mut agents = Vec::new();
-    for i in 0..connections {
+    let agent = agent.to_owned();
+    let servers = bases.len();
+    let mut times = time_agents(connections, seconds, move |i, n| {
         let (bases, client, ids, agent) = (
             Arc::clone(&bases),
             client.clone(),
             ids.clone(),
-            agent.to_owned(),
+            agent.clone(),
         );
-        agents.push(tokio::spawn(async move {
+        async move {
             let server = i as usize % bases.len();
             let base = &bases[server];
-            let mut times = Vec::new();
-            let mut n = 0;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let created: Value = client
-                    .post(format!("{base}/v1/approvals"))
-                    .bearer_auth(&agent)
-                    .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let id = created["id"].as_str().unwrap().to_owned();
-                ids.send((id.clone(), server)).unwrap();
-                let decided: Value = client
-                    .get(format!("{base}/v1/approvals/{id}?wait=30s"))
-                    .bearer_auth(&agent)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert_eq!(decided["status"], "approved");
-                times.push(t.elapsed());
-                n += 1;
-            }
-            times
-        }));
-    }
-    drop(ids);
-    let mut times = Vec::new();
-    for agent in agents {
-        times.extend(agent.await.unwrap());
-    }
+            let created: Value = client
+                .post(format!("{base}/v1/approvals"))
+                .bearer_auth(&agent)
+                .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = created["id"].as_str().unwrap().to_owned();
+            ids.send((id.clone(), server)).unwrap();
+            let decided: Value = client
+                .get(format!("{base}/v1/approvals/{id}?wait=30s"))
+                .bearer_auth(&agent)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(decided["status"], "approved");
+        }
+    })
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     approver.await.unwrap();
-    report_cycles("cycle", connections, bases.len(), &mut times, elapsed, 3);
+    report_cycles("cycle", connections, servers, &mut times, elapsed, 3);
 }
 
 /// The `toolgate` binary that `servers` runs.
