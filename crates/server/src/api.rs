@@ -174,6 +174,7 @@ pub(crate) struct ListParams {
         (status = 400, description = "Malformed query", body = crate::problem::ProblemDocument),
         (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
         (status = 403, description = "An agent listing beyond its own runs", body = crate::problem::ProblemDocument),
+        (status = 404, description = "`before` names no approval, or `run_id` no run", body = crate::problem::ProblemDocument),
     ),
     security(("token" = []))
 )]

@@ -38,13 +38,29 @@ pub(crate) struct EventParams {
     after: Option<u64>,
 }
 
+/// One event of the stream, as the OpenAPI document describes it (the
+/// stream itself is written by [`sse_event`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Never built: it describes the wire format.
+pub(crate) struct SentEvent {
+    /// The entry's sequence number: send the last one seen back as
+    /// `Last-Event-ID` (or `?after=`) to go on from there.
+    id: String,
+    /// The entry's kind (`approval_requested`, `decision_recorded`,
+    /// `run_completed`, …).
+    event: String,
+    /// The entry as JSON text: `{"seq", "at", "run_id", "kind", "event"}`,
+    /// `event` being the event as recorded.
+    data: String,
+}
+
 /// Stream the audit log's new entries.
 #[utoipa::path(
     get, path = "/v1/events", tag = "events",
     params(EventParams),
     responses(
-        (status = 200, description = "A text/event-stream of audit entries", content_type = "text/event-stream", body = String),
-        (status = 400, description = "A bad starting point", body = crate::problem::ProblemDocument),
+        (status = 200, description = "A text/event-stream of audit entries, one event each", content_type = "text/event-stream", body = SentEvent),
+        (status = 400, description = "A bad starting point, or one past the end of the log", body = crate::problem::ProblemDocument),
         (status = 401, description = "No token, or a bad one", body = crate::problem::ProblemDocument),
     ),
     security(("token" = []))
@@ -67,9 +83,19 @@ pub(crate) async fn events(
                 })?,
         ),
     };
+    let head = state.store.audit_head().await?;
     let after = match last_event_id.or(params.after) {
+        // The log only grows: an entry past its end now was never there
+        // (the store was replaced, say), and waiting for it would send
+        // nothing until the log caught up.
+        Some(after) if after > head => {
+            return Err(Problem::bad_request(format!(
+                "there is no event {after}: the log ends at {head}; start again without \
+                 `after` or `Last-Event-ID` for new events, or with after=0 for all"
+            )));
+        }
         Some(after) => after,
-        None => state.store.audit_head().await?,
+        None => head,
     };
     let follower = Follower {
         state: Arc::clone(&state),

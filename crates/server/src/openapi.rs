@@ -3,6 +3,7 @@
 //! them.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::{api, events, problem, tokens, wire};
@@ -34,6 +35,7 @@ use crate::{api, events, problem, tokens, wire};
     ),
     components(schemas(
         problem::ProblemDocument,
+        events::SentEvent,
         wire::Status,
         wire::Approval,
         wire::ApprovalDetailBody,
@@ -59,7 +61,7 @@ use crate::{api, events, problem, tokens, wire};
         wire::DeliveryList,
         wire::Redelivery,
     )),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &Problems),
     tags(
         (name = "approvals", description = "Tool calls waiting for people, and their decisions"),
         (name = "grants", description = "Standing approvals"),
@@ -86,5 +88,63 @@ impl Modify for BearerToken {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every refusal is a problem document (RFC 9457), sent as
+/// `application/problem+json`, whatever the handlers' annotations say;
+/// and a request with a body is refused with 415 when it does not say
+/// it is JSON.
+struct Problems;
+
+const PROBLEM: &str = "#/components/schemas/Problem";
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let is_problem = |content: &Content| matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM);
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    response.content = std::mem::take(&mut response.content)
+                        .into_iter()
+                        .map(|(kind, content)| {
+                            if kind == "application/json" && is_problem(&content) {
+                                ("application/problem+json".to_owned(), content)
+                            } else {
+                                (kind, content)
+                            }
+                        })
+                        .collect();
+                }
+                if operation.request_body.is_some() {
+                    operation
+                        .responses
+                        .responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(
+                                    "The body was sent without `Content-Type: application/json`",
+                                )
+                                .content(
+                                    "application/problem+json",
+                                    Content::new(Some(Ref::new(PROBLEM))),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }

@@ -1303,6 +1303,44 @@ async fn health_metrics_and_the_openapi_document() {
     }
     let id = &paths["/v1/approvals/{id}"]["get"]["parameters"][0];
     assert_eq!((&id["name"], &id["in"]), (&json!("id"), &json!("path")));
+    // Refusals are documented as they are sent: problem documents, and a
+    // 415 for a body that is not said to be JSON.
+    let mut refusals = 0;
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    continue;
+                }
+                refusals += 1;
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path} {status}: {response}"
+                );
+                assert!(response["content"].get("application/json").is_none());
+            }
+            if operation.get("requestBody").is_some() {
+                assert!(
+                    operation["responses"]["415"].is_object(),
+                    "{method} {path} documents 415"
+                );
+            }
+        }
+    }
+    assert!(refusals > 40, "{refusals} refusals documented");
+    let (status, problem) = server
+        .call(Method::POST, "/v1/approvals", Some(&bot), None)
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{problem}");
+    // Each event of the stream is an object of id, event and data.
+    let stream = &paths["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    assert_eq!(
+        stream["schema"]["$ref"], "#/components/schemas/SentEvent",
+        "{stream}"
+    );
+    let event = &document["components"]["schemas"]["SentEvent"];
+    assert_eq!(event["required"], json!(["id", "event", "data"]), "{event}");
     assert!(document["components"]["schemas"]["Problem"].is_object());
     assert_eq!(
         document["components"]["securitySchemes"]["token"]["scheme"],

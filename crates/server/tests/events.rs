@@ -121,6 +121,30 @@ async fn the_stream_carries_new_entries_and_each_agent_sees_only_its_own() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    // A starting point past the end of the log names no event: refused,
+    // rather than a stream that sends nothing.
+    let head = first + 50_000;
+    for (query, header) in [
+        (format!("?after={head}"), None),
+        (String::new(), Some(head.to_string())),
+        ("?after=18446744073709551615".to_owned(), None),
+    ] {
+        let mut request = server
+            .client
+            .get(server.url(&format!("/v1/events{query}")))
+            .bearer_auth(&alice);
+        if let Some(header) = header {
+            request = request.header("Last-Event-ID", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("there is no event ") && detail.contains("the log ends at"),
+            "{detail}"
+        );
+    }
 
     // Who made which token is for admins' streams only: an approver's
     // stream skips it, as it may not list tokens.
