@@ -32,8 +32,9 @@ fn schemathesis() -> Option<PathBuf> {
         Some(command) if command.exists() => Some(command),
         _ => panic!(
             "the contract test needs schemathesis: run it through scripts/test, which installs \
-             it, or name its `st` command with TOOLGATE_SCHEMATHESIS (pip install \
-             schemathesis==4.32.5), or set TOOLGATE_SKIP_SCHEMATHESIS=1"
+             it, or name its `st` command with TOOLGATE_SCHEMATHESIS (pip install -r \
+             crates/server/tests/schemathesis/requirements.txt), or set \
+             TOOLGATE_SKIP_SCHEMATHESIS=1"
         ),
     }
 }
