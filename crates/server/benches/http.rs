@@ -364,16 +364,7 @@ async fn ask_wait(connections: u64, seconds: u64) {
     let mut times = time_agents(connections, seconds, move |i, n| {
         let (client, agent, base) = (client.clone(), agent.clone(), base.clone());
         async move {
-            let decided: Value = client
-                .post(format!("{base}/v1/approvals?wait=30s"))
-                .bearer_auth(&agent)
-                .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let decided = ask_as(&client, &base, &agent, i, n, "?wait=30s").await;
             assert_eq!(decided["status"], "approved", "{decided}");
         }
     })
@@ -382,6 +373,28 @@ async fn ask_wait(connections: u64, seconds: u64) {
     approver.abort();
     report_cycles("ask-wait", connections, 1, &mut times, elapsed, 2);
     bench.writer_report(before);
+}
+
+/// Agent `i`'s `n`th ask (`POST /v1/approvals{query}`) on the server at
+/// `base`, with the `agent` token; the approval as answered.
+async fn ask_as(
+    client: &reqwest::Client,
+    base: &str,
+    agent: &str,
+    i: u64,
+    n: u64,
+    query: &str,
+) -> Value {
+    client
+        .post(format!("{base}/v1/approvals{query}"))
+        .bearer_auth(agent)
+        .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The bench's HTTP client.
@@ -518,16 +531,7 @@ async fn run_cycle(
         async move {
             let server = i as usize % bases.len();
             let base = &bases[server];
-            let created: Value = client
-                .post(format!("{base}/v1/approvals"))
-                .bearer_auth(&agent)
-                .json(&json!({"tool": "send_email", "args": args(i * 1_000_000 + n)}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let created = ask_as(&client, base, &agent, i, n, "").await;
             let id = created["id"].as_str().unwrap().to_owned();
             ids.send((id.clone(), server)).unwrap();
             let decided: Value = client
