@@ -6,11 +6,13 @@ JSON, so any language can do the same.
 
     TOOLGATE_URL=http://127.0.0.1:8080 TOOLGATE_TOKEN=tg_... python3 agent.py sally@gmail.com
 
-The agent asks for approval of its call, waits for the decision (a long
-poll that answers as soon as someone decides), and acts on it: it sends the
-email (with the arguments the approver left, which may be edited) only if
-the call was approved, and otherwise reports why not. Exit status: 0 sent,
-3 not approved, 1 an error.
+The agent asks for approval of its call and waits for the decision in the
+same request (`?wait=30s`: it answers as soon as someone decides, or after
+30 seconds with the call still pending, and then the agent waits again on
+the approval's URL). It acts on the decision: it sends the email (with the
+arguments the approver left, which may be edited) only if the call was
+approved, and otherwise reports why not. Exit status: 0 sent, 3 not
+approved, 1 an error.
 """
 
 import json
@@ -59,16 +61,16 @@ def send_email(recipient, message):
 def main():
     recipient = sys.argv[1] if len(sys.argv) > 1 else "sally@gmail.com"
     args = {"recipient": recipient, "message": "What's up homie"}
-    approval = call("POST", "/v1/approvals", {
+    approval = call("POST", "/v1/approvals?wait=30s", {
         "tool": "send_email",
         "args": args,
         "schema": SCHEMA,
         "description": "Sends an email.",
         "context": {"agent": "python-agent", "why": "the user asked to greet " + recipient},
     })
-    print(f"asked: approval {approval['id']} is {approval['status']}", flush=True)
     while approval["status"] == "pending":
         approval = call("GET", f"/v1/approvals/{approval['id']}?wait=30s")
+    print(f"asked: approval {approval['id']} is {approval['status']}", flush=True)
     if approval["status"] in ("approved", "edited"):
         send_email(**approval["args"])
         return 0

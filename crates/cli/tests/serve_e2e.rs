@@ -155,11 +155,27 @@ fn the_python_agent_sends_only_what_is_approved_and_reports_a_rejection() {
     assert_eq!(status, 200, "{answer}");
     let output = run.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
-    assert!(stdout.contains("is pending"), "{stdout}");
+    // It asked and waited in one request, which answered with the decision:
+    // the server counted one ask and no read of the approval.
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.base), &alice, None);
+    let metrics = metrics.as_str().unwrap();
     assert!(
-        stdout.ends_with("Successfully sent email to sally@example.org.\n"),
-        "{stdout}"
+        metrics.contains(
+            r#"toolgate_http_requests_total{method="POST",route="/v1/approvals",status="201"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"method="GET",route="/v1/approvals/{id}""#),
+        "{metrics}"
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "asked: approval {} is edited\nSuccessfully sent email to sally@example.org.\n",
+            approval["id"].as_str().unwrap()
+        )
     );
 
     // Rejected: nothing is sent, and the agent says why.
