@@ -147,9 +147,8 @@ impl Server {
         let router = self.router();
         // Without TCP_NODELAY, a small write (an event of a stream, say)
         // that follows one not yet acknowledged waits for the client's
-        // delayed ACK, up to 40 ms on Linux.
-        // It fails only for a connection already gone, which then fails
-        // its first read anyway.
+        // delayed ACK, up to 40 ms on Linux. Setting it fails only for a
+        // connection already gone, whose first read then fails anyway.
         let listener = listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
